@@ -1,0 +1,102 @@
+"""Per-token comparison of a model against the float reference, and its summary.
+
+For each scored token: the model's NLL of the true next token, the KL
+divergence KL(float ‖ model) over the reference's top-k plus one tail bucket,
+and whether both models' most likely token agree.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from lowbit.data.windows import TokenSet
+from lowbit.eval.reference import Reference, iter_logits
+from lowbit.eval.stats import clustered_mean, percentile
+
+@dataclass
+class TokenMetrics:
+    """Per-token results of one model, shape ``[windows, window_tokens - 1]``."""
+
+    nll: torch.Tensor
+    kld: torch.Tensor | None
+    top1: torch.Tensor | None
+    tokens_per_s: float
+
+
+def kl_from_compact(logits: torch.Tensor, lse: torch.Tensor, top_idx: torch.Tensor, top_logp: torch.Tensor,
+                    tail_logp: torch.Tensor, tail_idx: torch.Tensor, tail_sample_logp: torch.Tensor) -> torch.Tensor:
+    """KL(reference ‖ model) per position from model logits and the reference compaction.
+
+    Exact over the reference's top-k; the tail term is the importance-sampled
+    estimate ``P_tail · mean(log p − log q)`` over the stored tail tokens, which
+    is unbiased, so a single token's value may be slightly negative while the
+    mean over tokens is right. ``logits`` ``[..., V]``, ``lse`` their log-sum-exp.
+    """
+    lse = lse.unsqueeze(-1)
+    q_top = logits.gather(-1, top_idx) - lse
+    kl_top = (top_logp.exp() * (top_logp - q_top)).sum(-1)
+    q_tail = logits.gather(-1, tail_idx) - lse
+    kl_tail = tail_logp.exp() * (tail_sample_logp - q_tail).mean(-1)
+    return kl_top + kl_tail
+
+
+@torch.inference_mode()
+def token_metrics(model: nn.Module, data: TokenSet, ref: Reference | None, desc: str = "evaluate") -> TokenMetrics:
+    """Evaluate ``model`` on ``data``; KLD and top-1 need ``ref``."""
+    w = data.windows
+    n, t = w.shape
+    nll = torch.empty(n, t - 1)
+    kld = torch.empty(n, t - 1) if ref is not None else None
+    top1 = torch.empty(n, t - 1, dtype=torch.bool) if ref is not None else None
+    start = time.perf_counter()
+    for s, logits in iter_logits(model, w, desc):
+        b = logits.shape[0]
+        dev = logits.device
+        targets = w[s : s + b, 1:].to(dev)
+        lse = torch.logsumexp(logits, dim=-1)
+        # Same operation order as the reference, so identical models give exactly 0.
+        nll[s : s + b] = -(logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1) - lse).cpu()
+        if ref is not None and kld is not None and top1 is not None:
+            parts = ref.window_slice(s, s + b, dev)
+            kld[s : s + b] = kl_from_compact(logits, lse, *parts).cpu()
+            top1[s : s + b] = (logits.argmax(-1) == parts[0][..., 0]).cpu()
+    elapsed = time.perf_counter() - start
+    return TokenMetrics(nll, kld, top1, n * t / elapsed)
+
+
+def summarize(m: TokenMetrics, ref: Reference | None) -> dict[str, Any]:
+    """The metric fields of one JSON result row."""
+    nll = clustered_mean(m.nll)
+    row: dict[str, Any] = {
+        "ppl": math.exp(nll.mean),
+        "ppl_ci": [math.exp(nll.lo), math.exp(nll.hi)],
+        "tokens_per_s": m.tokens_per_s,
+    }
+    if ref is None or m.kld is None or m.top1 is None:
+        return row
+    ref_ppl = ref.ppl
+    # Paired: per-token NLL differences, then the interval of their mean
+    # mapped through ppl_q - ppl_f = ppl_f * (exp(d) - 1).
+    d = clustered_mean(m.nll.double() - ref.nll.double())
+    kld = clustered_mean(m.kld)
+    top1 = clustered_mean(m.top1.double())
+    row.update({
+        "delta_ppl": math.exp(nll.mean) - ref_ppl,
+        "delta_ppl_ci": [ref_ppl * math.expm1(d.lo), ref_ppl * math.expm1(d.hi)],
+        "delta_ppl_mde": ref_ppl * math.expm1(d.mde),
+        "kld_mean": kld.mean,
+        "kld_ci": [kld.lo, kld.hi],
+        "kld_p50": percentile(m.kld, 50),
+        "kld_p90": percentile(m.kld, 90),
+        "kld_p99": percentile(m.kld, 99),
+        "kld_max": float(m.kld.max()),
+        "top1_agreement": top1.mean,
+        "top1_ci": [top1.lo, top1.hi],
+    })
+    return row

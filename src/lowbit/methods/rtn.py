@@ -1,0 +1,20 @@
+"""Round-to-nearest: every weight to its nearest grid point. No calibration."""
+
+from __future__ import annotations
+
+from lowbit.methods.base import Method, QuantContext
+from lowbit.schemes.base import check_finite
+from lowbit.utils.progress import track
+
+
+class RTN(Method):
+    """Round-to-nearest on any scheme; the baseline every other method must beat."""
+
+    name = "rtn"
+    summary = "round-to-nearest, no calibration"
+
+    def quantize(self, ctx: QuantContext) -> None:
+        for name, lin in track(list(ctx.targets.items()), "rtn: quantize linears"):
+            w = lin.weight.detach().to(ctx.device)
+            check_finite(name, w)
+            ctx.install(name, ctx.scheme.quantize(w))

@@ -1,0 +1,56 @@
+"""`lowbit quantize`: one variant, one model, one output in the chosen format."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from lowbit.data import DEFAULT_CALIB_SAMPLES, DEFAULT_EVAL, prepare_data
+from lowbit.data.windows import DEFAULT_WINDOW
+from lowbit.devices import select_device
+from lowbit.formats import WRITERS
+from lowbit.methods import quantize_model, resolve_variant
+from lowbit.models import load_model
+from lowbit.runtime.quant_linear import storage_bytes
+from lowbit.utils.atomic import check_output_path
+from lowbit.utils.progress import info
+
+
+def run_quantize(model: str, variant: str, out: Path, fmt: str = "lowbit", calib: str | None = None,
+                 calib_samples: int | None = None, window_tokens: int = DEFAULT_WINDOW, seed: int = 0,
+                 text_field: str = "text", device: str = "auto", overwrite: bool = False) -> dict[str, Any]:
+    """Quantize ``model`` with ``variant`` and write it to ``out`` in format ``fmt``.
+
+    Everything that can be checked before the (possibly long) quantization is
+    checked first: the variant string, the format name, the output path.
+    """
+    v = resolve_variant(variant)
+    writer = WRITERS.get(fmt)
+    out = Path(out)
+    model_path = Path(model).expanduser()
+    inputs = [model_path] if model_path.exists() else []
+    check_output_path(out, inputs, overwrite)
+    dev = select_device(device)
+    info(f"loading {model}")
+    loaded = load_model(model, seed=seed)
+    loaded.model.to(dev)
+    calib_set = None
+    if v.method.needs_calibration:
+        # Calibration-only use: the whole source (no eval part to hold out) unless the user split it.
+        data = prepare_data(loaded.tokenizer, calib or DEFAULT_EVAL, None, 1, calib_samples or DEFAULT_CALIB_SAMPLES,
+                            window_tokens, seed, text_field)
+        calib_set = data.calib
+    result = quantize_model(loaded, v, calib_set, dev)
+    loaded.model.to("cpu")
+    path = writer(loaded, out, overwrite=overwrite, inputs=inputs)
+    return {
+        "out": str(path),
+        "format": fmt,
+        "variant": v.text,
+        "bits_per_weight": result.bits_per_weight,
+        "size_bytes": storage_bytes(loaded.model),
+        "quantized_linears": len(result.tensors),
+        "calib_seconds": result.calib_seconds,
+        "quant_seconds": result.quant_seconds,
+        "calib": calib_set.source if calib_set is not None else None,
+    }

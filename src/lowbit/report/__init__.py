@@ -1,0 +1,1 @@
+"""Reports: the JSON schema, the terminal table."""

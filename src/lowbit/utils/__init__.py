@@ -1,0 +1,1 @@
+"""Small helpers shared across lowbit (files, hashing, memory, machine facts)."""
