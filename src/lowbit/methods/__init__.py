@@ -16,7 +16,7 @@ from lowbit.methods.rtn import RTN
 from lowbit.models.loader import LoadedModel
 from lowbit.registry import Registry
 from lowbit.schemes import get_scheme, parse_scheme
-from lowbit.schemes.base import QuantizedTensor, Scheme
+from lowbit.schemes.base import QuantizedTensor, Scheme, check_finite
 from lowbit.variant import VariantString
 
 METHODS: Registry[Method] = Registry("method")
@@ -93,6 +93,7 @@ def quantize_model(loaded: LoadedModel, variant: Variant, calib: TokenSet | None
     targets = select_targets(loaded, bool(variant.options.get("lm_head")))
     for name, lin in targets.items():
         variant.scheme.check_shape(tuple(lin.weight.shape), name)
+        check_finite(name, lin.weight)
     ctx = QuantContext(loaded, targets, variant.scheme, variant.options, calib, device)
     start = time.perf_counter()
     variant.method.quantize(ctx)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from lowbit.methods.base import Method, QuantContext
-from lowbit.schemes.base import check_finite
 from lowbit.utils.progress import track
 
 
@@ -16,5 +15,4 @@ class RTN(Method):
     def quantize(self, ctx: QuantContext) -> None:
         for name, lin in track(list(ctx.targets.items()), "rtn: quantize linears"):
             w = lin.weight.detach().to(ctx.device)
-            check_finite(name, w)
             ctx.install(name, ctx.scheme.quantize(w))
