@@ -1,0 +1,96 @@
+"""float32 arithmetic that reproduces ggml-quants.c bit for bit.
+
+ggml's reference quantizers are scalar C in float32 (SSE, FLT_EVAL_METHOD 0,
+no FMA: libggml-base is compiled without ``-march``). Everything here keeps
+values in float32 and performs the same rounding steps in the same order.
+Constants are spelled ``F(...)`` so that numpy never promotes to float64,
+whatever its promotion rules (numpy 1.x value-based casting or NEP 50).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+F = np.float32
+"""Shorthand for the float32 scalar constructor used for every constant."""
+
+GROUP_MAX_EPS = F(1e-15)
+"""ggml's GROUP_MAX_EPS: a group whose max |x| is below it counts as all zero."""
+
+_MAGIC = F(12582912.0)  # 1.5 * 2**23
+
+
+def nearest_int(v: np.ndarray) -> np.ndarray:
+    """ggml's ``nearest_int``: add 1.5·2²³ in float32, read the low mantissa.
+
+    Round-half-to-even for |v| < 2²², and the same garbage as C beyond that
+    (C only asserts the range in debug builds), so it is emulated through the
+    bit pattern rather than with ``np.rint``. Returns int32.
+    """
+    bits = (np.asarray(v, dtype=np.float32) + _MAGIC).view(np.int32)
+    return (bits & np.int32(0x007FFFFF)) - np.int32(0x00400000)
+
+
+def seq_sum(terms: np.ndarray, axis: int = -1) -> np.ndarray:
+    """float32 sum in index order, starting from +0 like ``float s = 0; s += t``.
+
+    ``np.sum`` is pairwise and would round differently. ``add.accumulate`` is
+    strictly sequential; the trailing ``+ 0`` turns an all-(-0) sum into +0 as
+    C's zero-initialised accumulator does.
+    """
+    acc = np.add.accumulate(np.asarray(terms, dtype=np.float32), axis=axis, dtype=np.float32)
+    return np.take(acc, -1, axis=axis) + F(0.0)
+
+
+def seq_sum_from_first(terms: np.ndarray, axis: int = -1) -> np.ndarray:
+    """Sequential float32 sum seeded with the first term (``s = t[0]; s += t[i]``)."""
+    acc = np.add.accumulate(np.asarray(terms, dtype=np.float32), axis=axis, dtype=np.float32)
+    return np.take(acc, -1, axis=axis)
+
+
+def first_argmax_abs(x: np.ndarray) -> np.ndarray:
+    """Signed element of largest magnitude along the last axis (first on ties).
+
+    Matches ``if (fabsf(v) > amax) { amax = fabsf(v); max = v; }`` from
+    amax = max = 0: an all-zero (or all ±0) group yields +0.0.
+    """
+    idx = np.argmax(np.abs(x), axis=-1)
+    m = np.take_along_axis(x, idx[..., None], axis=-1)[..., 0]
+    return np.where(m != 0, m, np.float32(0.0)).astype(np.float32)
+
+
+def to_fp16_bits(v: np.ndarray) -> np.ndarray:
+    """GGML_FP32_TO_FP16: IEEE round-to-nearest-even, as uint16 bit patterns."""
+    return np.asarray(v, dtype=np.float32).astype(np.float16).view(np.uint16)
+
+
+def fp16_round(v: np.ndarray) -> np.ndarray:
+    """float32 → fp16 → float32, i.e. GGML_FP16_TO_FP32(GGML_FP32_TO_FP16(v))."""
+    return np.asarray(v, dtype=np.float32).astype(np.float16).astype(np.float32)
+
+
+def fp16_bits_to_f32(bits: np.ndarray) -> np.ndarray:
+    """uint16 fp16 bit patterns → float32 (exact)."""
+    return np.ascontiguousarray(bits).view(np.float16).astype(np.float32)
+
+
+def safe_recip(v: np.ndarray) -> np.ndarray:
+    """``v ? 1.0f/v : 0.0f`` in float32."""
+    v = np.asarray(v, dtype=np.float32)
+    with np.errstate(divide="ignore"):
+        return np.where(v != 0, F(1.0) / v, F(0.0)).astype(np.float32)
+
+
+def c_trunc_to_int(v: np.ndarray) -> np.ndarray:
+    """C float → int conversion (truncation toward zero) as int64."""
+    return np.trunc(np.asarray(v, dtype=np.float32)).astype(np.int64)
+
+
+def c_roundf(v: np.ndarray) -> np.ndarray:
+    """C ``roundf`` (halves away from zero) as int64.
+
+    Done in float64, where ``|v| + 0.5`` is exact for every float32 ``v`` of
+    magnitude below 2**29; in float32 0.49999997 + 0.5 would round up to 1.
+    """
+    d = np.asarray(v, dtype=np.float32).astype(np.float64)
+    return np.trunc(d + np.copysign(0.5, d)).astype(np.int64)
