@@ -53,10 +53,31 @@ def first_argmax_abs(x: np.ndarray) -> np.ndarray:
 
     Matches ``if (fabsf(v) > amax) { amax = fabsf(v); max = v; }`` from
     amax = max = 0: an all-zero (or all ±0) group yields +0.0.
+    C's ``>`` never selects a NaN, so NaNs are ranked as 0 here.
     """
-    idx = np.argmax(np.abs(x), axis=-1)
-    m = np.take_along_axis(x, idx[..., None], axis=-1)[..., 0]
-    return np.where(m != 0, m, np.float32(0.0)).astype(np.float32)
+    a = np.abs(x)
+    a = np.where(a > 0, a, np.float32(0.0))
+    idx = np.argmax(a, axis=-1)[..., None]
+    m = np.take_along_axis(x, idx, axis=-1)[..., 0]
+    return np.where(np.take_along_axis(a, idx, axis=-1)[..., 0] > 0, m, np.float32(0.0)).astype(np.float32)
+
+
+def max_from_zero(x: np.ndarray) -> np.ndarray:
+    """``float m = 0; if (v > m) m = v;`` along the last axis: max(0, x), NaN-blind, +0 if none."""
+    return np.max(np.where(x > 0, x, np.float32(0.0)), axis=-1).astype(np.float32)
+
+
+def c_max_macro(x: np.ndarray) -> np.ndarray:
+    """``m = 0; m = MAX(m, v)`` with ggml's ``MAX(a, b) = a > b ? a : b``, along the last axis.
+
+    Differs from :func:`max_from_zero` only for NaN inputs (MAX can pick up a
+    NaN and drop it again), which a sequential scan over the short axis reproduces.
+    """
+    m = np.zeros(x.shape[:-1], dtype=np.float32)
+    for i in range(x.shape[-1]):
+        v = x[..., i]
+        m = np.where(m > v, m, v)
+    return m
 
 
 def to_fp16_bits(v: np.ndarray) -> np.ndarray:

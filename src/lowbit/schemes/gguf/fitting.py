@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._numeric import GROUP_MAX_EPS, F, first_argmax_abs, nearest_int, seq_sum, seq_sum_from_first
+from ._numeric import GROUP_MAX_EPS, F, c_max_macro, first_argmax_abs, nearest_int, seq_sum, seq_sum_from_first
 
 
 def _div(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -202,7 +202,7 @@ def make_qp_quants(x: np.ndarray, nmax: int, qw: np.ndarray) -> tuple[np.ndarray
     """
     x = np.asarray(x, dtype=np.float32)
     w = np.asarray(qw, dtype=np.float32)
-    mx = np.maximum(np.max(x, axis=1), F(0.0)).astype(np.float32)
+    mx = c_max_macro(x)
     zero = mx < GROUP_MAX_EPS
     iscale = _div(F(nmax), mx)
     with np.errstate(invalid="ignore", over="ignore"):

@@ -23,7 +23,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import _layout as lay
-from ._numeric import F, first_argmax_abs, fp16_bits_to_f32, fp16_round, nearest_int, seq_sum, to_fp16_bits
+from ._numeric import F, first_argmax_abs, fp16_bits_to_f32, fp16_round, max_from_zero, nearest_int, seq_sum, to_fp16_bits
 from .fitting import make_q3_quants, make_qkx_quants, make_qp_quants, make_qx_quants
 from .types import QK_K, block_weights
 
@@ -51,8 +51,8 @@ def encode_q2_k(rows: np.ndarray, imatrix: np.ndarray | None) -> np.ndarray:
     if imatrix is None:
         scales, mins, L = make_qkx_quants(sub, np.abs(sub), 3, -0.5, 0.1, 15, use_mad=True)
         scales, mins = scales.reshape(nb, 16), mins.reshape(nb, 16)
-        max_scale = np.maximum(np.max(scales, axis=1), F(0.0))
-        max_min = np.maximum(np.max(mins, axis=1), F(0.0))
+        max_scale = max_from_zero(scales)
+        max_min = max_from_zero(mins)
         has_s, has_m = max_scale > 0, max_min > 0
         with np.errstate(divide="ignore", invalid="ignore"):
             ls = nearest_int((F(15) / max_scale)[:, None] * scales)

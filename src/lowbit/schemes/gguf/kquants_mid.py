@@ -18,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import _layout as lay
-from ._numeric import F, fp16_bits_to_f32, fp16_round, nearest_int, seq_sum, to_fp16_bits
+from ._numeric import F, fp16_bits_to_f32, fp16_round, max_from_zero, nearest_int, seq_sum, to_fp16_bits
 from .fitting import make_qkx_quants, make_qp_quants
 from .types import QK_K, block_weights
 
@@ -37,8 +37,8 @@ def _fit(rows: np.ndarray, imatrix: np.ndarray | None, nmax: int) -> tuple[np.nd
         rmin, rdelta, nstep = _REF_SEARCH[nmax]
         scales, mins, L = make_qkx_quants(sub, weights, nmax, rmin, rdelta, nstep, use_mad=False)
         scales, mins = scales.reshape(nb, 8), mins.reshape(nb, 8)
-        max_scale = np.maximum(np.max(scales, axis=1), F(0.0))
-        max_min = np.maximum(np.max(mins, axis=1), F(0.0))
+        max_scale = max_from_zero(scales)
+        max_min = max_from_zero(mins)
         with np.errstate(divide="ignore"):
             inv_scale = np.where(max_scale > 0, F(63) / max_scale, F(0.0))
             inv_min = np.where(max_min > 0, F(63) / max_min, F(0.0))

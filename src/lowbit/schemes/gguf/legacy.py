@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import _layout as lay
-from ._numeric import F, c_roundf, c_trunc_to_int, first_argmax_abs, fp16_bits_to_f32, safe_recip, seq_sum, to_fp16_bits
+from ._numeric import F, c_max_macro, c_roundf, c_trunc_to_int, first_argmax_abs, fp16_bits_to_f32, safe_recip, seq_sum, to_fp16_bits
 from .fitting import make_qkx_quants, make_qx_quants
 from .types import block_weights
 
@@ -51,10 +51,11 @@ def _symmetric_ref(xb: np.ndarray, half_range: int) -> tuple[np.ndarray, np.ndar
 
 def _affine_ref(xb: np.ndarray, nmax: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Q4_1/Q5_1 ``_ref``: d = (max−min)/nmax, m = min, q = trunc((x−min)/d + 0.5)."""
-    # the C scan keeps the first minimum; argmin picks the same element, so a
-    # -0.0/+0.0 tie stores the same sign in the fp16 m field
+    # the C scan keeps the first extreme; argmin/argmax pick the same element,
+    # so -0.0/+0.0 ties give the same signs in the fp16 d and m fields
     mn = np.take_along_axis(xb, np.argmin(xb, axis=1)[:, None], axis=1)[:, 0]
-    d = (np.max(xb, axis=1) - mn) / F(nmax)
+    mx = np.take_along_axis(xb, np.argmax(xb, axis=1)[:, None], axis=1)[:, 0]
+    d = (mx - mn) / F(nmax)
     x0 = (xb - mn[:, None]) * safe_recip(d)[:, None]
     return d, mn, c_trunc_to_int(x0 + F(0.5))
 
@@ -110,7 +111,7 @@ def encode_q8_0(rows: np.ndarray, imatrix: np.ndarray | None) -> np.ndarray:
     """Q8_0 blocks: fp16 d = amax/127, int8 q = roundf(x/d). The imatrix is ignored, as in ggml."""
     del imatrix  # quantize_q8_0 never reads it
     xb = rows.reshape(-1, QK)
-    d = np.max(np.abs(xb), axis=1) / F(127)
+    d = c_max_macro(np.abs(xb)) / F(127)
     q = c_roundf(xb * safe_recip(d)[:, None])
     return np.concatenate([_d_bytes(d), (q & 0xFF).astype(np.uint8)], axis=1)
 
