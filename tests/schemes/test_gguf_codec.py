@@ -88,7 +88,21 @@ def _weight_rows() -> np.ndarray:
     return x.astype(np.float32)
 
 
-DATA = {"random": _random_rows(), "weights": _weight_rows()}
+def _edge_rows() -> np.ndarray:
+    """Rows that stress the C details: ±0 mixes, ties on a coarse grid, extremes."""
+    rng = np.random.default_rng(7)
+    x = np.zeros((6, 512), dtype=np.float32)
+    x[0] = np.where(rng.random(512) < 0.5, -0.0, 0.0)      # signs of zero reach fp16 fields
+    x[0, 5] = 1.0
+    x[1] = rng.integers(-16, 17, 512) / 8                  # exact .5 ties in the roundings
+    x[2] = rng.choice([-1.0, 2.0], 512)                    # two-valued blocks
+    x[3] = rng.standard_normal(512) * 1e-39                # float32 subnormals
+    x[4] = rng.standard_normal(512) * 1e30                 # x*x overflows to inf
+    x[5] = rng.standard_normal(512) * 1e6                  # fp16 scale overflow
+    return x
+
+
+DATA = {"random": _random_rows(), "weights": _weight_rows(), "edge": _edge_rows()}
 
 
 def _imatrix(n: int, seed: int) -> np.ndarray:
@@ -108,6 +122,49 @@ def test_quantize_matches_ggml(ggml: _GGML, qtype: str, data: str, with_imatrix:
     assert ours.shape == ref.shape
     bad = np.flatnonzero((ours.reshape(-1, TYPES[qtype].type_size) != ref.reshape(-1, TYPES[qtype].type_size)).any(axis=1))
     assert bad.size == 0, f"{qtype}: {bad.size} blocks differ, first at block {bad[:5]}"
+
+
+def _sweep_rows(kind: str, rng: np.random.Generator) -> np.ndarray:
+    """More distributions, for the broader sweep: ties, sparsity, wide dynamic range."""
+    shape = (16, 1024)
+    x = {
+        "t2": lambda: rng.standard_t(2, shape) * 0.01,
+        "uniform": lambda: rng.uniform(-1, 1, shape),
+        "grid": lambda: np.round(rng.standard_normal(shape) * 4) / 4,
+        "sparse": lambda: rng.standard_normal(shape) * (rng.random(shape) < 0.2),
+        "lognormal": lambda: rng.lognormal(0, 2, shape) * rng.choice([-1, 1], shape),
+        "row_scales": lambda: rng.standard_normal(shape) * np.exp(rng.uniform(-30, 10, (shape[0], 1))),
+    }[kind]()
+    return x.astype(np.float32)
+
+
+@pytest.mark.parametrize("qtype", TYPE_NAMES)
+def test_quantize_sweep(ggml: _GGML, qtype: str) -> None:
+    """Six more weight distributions × {none, lognormal, partly-zero} imatrix."""
+    rng = np.random.default_rng(2024)
+    for kind in ("t2", "uniform", "grid", "sparse", "lognormal", "row_scales"):
+        x = _sweep_rows(kind, rng)
+        sparse_im = rng.random(1024).astype(np.float32) * (rng.random(1024) > 0.3)
+        for im_name, im in (("none", None), ("lognormal", _imatrix(1024, 11)), ("partly-zero", sparse_im)):
+            assert np.array_equal(quantize(x, qtype, im), ggml.quantize(x, qtype, im)), f"{kind}, imatrix {im_name}"
+
+
+def test_iq4_best_index_matches_binary_search() -> None:
+    """The threshold form of best_index_int8 equals C's binary search, including ulps around ties."""
+    from lowbit.schemes.gguf.iq4 import KVALUES, best_index, best_index_reference
+
+    probes = []
+    for centre in np.concatenate([KVALUES.astype(np.float32), (KVALUES[1:].astype(np.float32) + KVALUES[:-1]) / 2]):
+        v = np.float32(centre)
+        for _ in range(3):
+            v = np.nextafter(v, np.float32(-np.inf))
+        for _ in range(7):
+            probes.append(v)
+            v = np.nextafter(v, np.float32(np.inf))
+    rng = np.random.default_rng(0)
+    probes += list((rng.standard_normal(2000) * 80).astype(np.float32)) + [np.float32(v) for v in (0.0, -0.0, np.inf, -np.inf, np.nan)]
+    vals = np.array(probes, dtype=np.float32)
+    assert best_index(vals).tolist() == [best_index_reference(v) for v in vals]
 
 
 @pytest.mark.parametrize("qtype", TYPE_NAMES)

@@ -48,6 +48,27 @@ def seq_sum_from_first(terms: np.ndarray, axis: int = -1) -> np.ndarray:
     return np.take(acc, -1, axis=axis)
 
 
+def seq_sum_rows(t: np.ndarray) -> np.ndarray:
+    """:func:`seq_sum` over axis 0 of a group-major ``[n, G]`` array.
+
+    n in-place vector adds over contiguous rows: about 15x faster than
+    ``add.accumulate`` along a short last axis, which is why the fitting
+    routines keep their data transposed.
+    """
+    s = t[0] + F(0.0)
+    for i in range(1, t.shape[0]):
+        s += t[i]
+    return s
+
+
+def seq_sum_rows_from_first(t: np.ndarray) -> np.ndarray:
+    """:func:`seq_sum_from_first` over axis 0 of a group-major ``[n, G]`` array."""
+    s = t[0].copy()
+    for i in range(1, t.shape[0]):
+        s += t[i]
+    return s
+
+
 def first_argmax_abs(x: np.ndarray) -> np.ndarray:
     """Signed element of largest magnitude along the last axis (first on ties).
 

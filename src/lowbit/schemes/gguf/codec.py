@@ -62,6 +62,8 @@ def quantize(x: np.ndarray, qtype: str, imatrix: np.ndarray | None = None) -> np
             raise ValueError(f"imatrix has {imatrix.shape[0]} entries, expected n_per_row = {n_per_row}")
     encode = _CODECS[t.name][0]
     out = np.empty((n_rows, t.row_bytes(n_per_row)), dtype=np.uint8)
+    if out.size == 0:
+        return out
     step = max(1, _ROW_CHUNK_ELEMS // max(1, n_per_row))
     # inf/nan intermediates are expected in masked-out lanes (all-zero groups)
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):

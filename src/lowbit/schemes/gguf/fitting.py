@@ -9,13 +9,21 @@ positions of a group. Arithmetic follows the C expression order exactly
 
 Codes are returned as int64 arrays holding the values C stores in its
 ``L`` buffers (offsets included, e.g. ``l + nmax`` for make_qx_quants).
+
+Internally the data is transposed to group-major ``[n, G]`` so that the
+sequential float32 sums are n contiguous vector adds (see ``seq_sum_rows``).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from ._numeric import GROUP_MAX_EPS, F, c_max_macro, first_argmax_abs, nearest_int, seq_sum, seq_sum_from_first
+from ._numeric import GROUP_MAX_EPS, F, c_max_macro, first_argmax_abs, nearest_int, seq_sum_rows, seq_sum_rows_from_first
+
+
+def _t(a: np.ndarray) -> np.ndarray:
+    """[G, n] → contiguous float32 [n, G]."""
+    return np.ascontiguousarray(np.asarray(a, dtype=np.float32).T)
 
 
 def _div(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -37,19 +45,18 @@ def make_qx_quants(x: np.ndarray, nmax: int, qw: np.ndarray | None) -> tuple[np.
     Returns:
         (scale float32 [G], L int64 [G, n] in 0 … 2·nmax−1; all-zero groups give 0, 0).
     """
-    x = np.asarray(x, dtype=np.float32)
-    w = (x * x) if qw is None else np.asarray(qw, dtype=np.float32)
-    wx = w * x
-    mx = first_argmax_abs(x)
+    xt = _t(x)
+    wt = xt * xt if qw is None else _t(qw)
+    wx = wt * xt
+    mx = first_argmax_abs(np.asarray(x, dtype=np.float32))
     zero = np.abs(mx) < GROUP_MAX_EPS
-    lo, hi = -nmax, nmax - 1
 
     def trial(iscale: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        l = np.clip(nearest_int(iscale[:, None] * x), lo, hi).astype(np.float32)
-        return l, seq_sum(wx * l), seq_sum((w * l) * l)
+        l = np.clip(nearest_int(iscale * xt), -nmax, nmax - 1).astype(np.float32)
+        return l, seq_sum_rows(wx * l), seq_sum_rows((wt * l) * l)
 
     l, sumlx, suml2 = trial(_div(F(-nmax), mx))
-    L = l.astype(np.int64) + nmax
+    L = l
     scale = np.where(suml2 != 0, _div(sumlx, suml2), F(0.0)).astype(np.float32)
     best = scale * sumlx
     for step in range(-9, 10):
@@ -57,12 +64,11 @@ def make_qx_quants(x: np.ndarray, nmax: int, qw: np.ndarray | None) -> tuple[np.
             continue
         l, sumlx, suml2 = trial(_div(-(F(0.1) * F(step) + F(nmax)), mx))
         take = (suml2 > 0) & (sumlx * sumlx > best * suml2)
-        L = np.where(take[:, None], l.astype(np.int64) + nmax, L)
+        L = np.where(take, l, L)
         scale = np.where(take, _div(sumlx, suml2), scale)
         best = np.where(take, scale * sumlx, best)
-    L = np.where(zero[:, None], 0, L)
-    scale = np.where(zero, F(0.0), scale).astype(np.float32)
-    return scale, L
+    codes = np.where(zero[:, None], 0, L.T.astype(np.int64) + nmax)
+    return np.where(zero, F(0.0), scale).astype(np.float32), codes
 
 
 def make_q3_quants(x: np.ndarray, nmax: int) -> tuple[np.ndarray, np.ndarray]:
@@ -70,20 +76,18 @@ def make_q3_quants(x: np.ndarray, nmax: int) -> tuple[np.ndarray, np.ndarray]:
 
     Returns (scale float32 [G], L int64 [G, n] in 0 … 2·nmax−1).
     """
-    x = np.asarray(x, dtype=np.float32)
-    w = x * x
-    wx = w * x
-    mx = first_argmax_abs(x)
+    xt = _t(x)
+    w = xt * xt
+    wx = w * xt
+    mx = first_argmax_abs(np.asarray(x, dtype=np.float32))
     zero = np.abs(mx) < GROUP_MAX_EPS
-    iscale = _div(F(-nmax), mx)
-    lf = np.clip(nearest_int(iscale[:, None] * x), -nmax, nmax - 1).astype(np.float32)
-    sumlx = seq_sum(wx * lf)
-    suml2 = seq_sum((w * lf) * lf)
-    _coordinate_descent(x, w, wx, lf, sumlx, suml2, -nmax, nmax - 1, require_sl2=False)
+    lf = np.clip(nearest_int(_div(F(-nmax), mx) * xt), -nmax, nmax - 1).astype(np.float32)
+    sumlx = seq_sum_rows(wx * lf)
+    suml2 = seq_sum_rows((w * lf) * lf)
+    _coordinate_descent(xt, w, wx, lf, sumlx, suml2, -nmax, nmax - 1, require_sl2=False)
     scale = np.where(suml2 > 0, _div(sumlx, suml2), F(0.0))
-    L = lf.astype(np.int64) + nmax
-    L = np.where(zero[:, None], 0, L)
-    return np.where(zero, F(0.0), scale).astype(np.float32), L
+    codes = np.where(zero[:, None], 0, lf.T.astype(np.int64) + nmax)
+    return np.where(zero, F(0.0), scale).astype(np.float32), codes
 
 
 def _coordinate_descent(x: np.ndarray, w: np.ndarray, wx: np.ndarray, L: np.ndarray,
@@ -91,18 +95,19 @@ def _coordinate_descent(x: np.ndarray, w: np.ndarray, wx: np.ndarray, L: np.ndar
                         require_sl2: bool) -> None:
     """ggml's 5-sweep per-element refinement, updating L, sumlx, suml2 in place.
 
+    All arrays are group-major: x, w, wx, L are [n, G]; sumlx, suml2 are [G].
     A sweep that changes nothing leaves the state as it found it, so running
     all five sweeps unconditionally equals C's early ``break``.
 
     ``L`` holds the stored codes as float32; ``lo`` None means no lower clamp
     and a uint8 ``L`` buffer (make_qp_quants): the comparison and the sums use
-    the int candidate, the buffer keeps it modulo 256. ``require_sl2`` adds make_qp_quants' ``sl2 > 0`` guard
-    before the candidate is computed (make_q3_quants checks it afterwards).
+    the int candidate, the buffer keeps it modulo 256. ``require_sl2`` adds
+    make_qp_quants' ``sl2 > 0`` guard before the candidate is computed
+    (make_q3_quants checks it afterwards).
     """
-    n = x.shape[1]
     for _ in range(5):
-        for i in range(n):
-            wi, xi, wxi, li = w[:, i], x[:, i], wx[:, i], L[:, i]
+        for i in range(x.shape[0]):
+            wi, xi, wxi, li = w[i], x[i], wx[i], L[i]
             slx = sumlx - wxi * li
             sl2 = suml2 - (wi * li) * li
             ok = slx > 0
@@ -118,7 +123,7 @@ def _coordinate_descent(x: np.ndarray, w: np.ndarray, wx: np.ndarray, L: np.ndar
                 ok &= sl2 > 0
             ok &= (slx * slx) * suml2 > (sumlx * sumlx) * sl2
             stored = newl if lo is not None else (cand & 0xFF).astype(np.float32)
-            L[:, i] = np.where(ok, stored, li)
+            L[i] = np.where(ok, stored, li)
             sumlx[...] = np.where(ok, slx, sumlx)
             suml2[...] = np.where(ok, sl2, suml2)
 
@@ -140,54 +145,50 @@ def make_qkx_quants(x: np.ndarray, w: np.ndarray, nmax: int, rmin: float, rdelta
         (scale float32 [G], the_min float32 [G] (≥ 0 normally), L int64 [G, n] in 0 … nmax).
     """
     x = np.asarray(x, dtype=np.float32)
-    w = np.asarray(w, dtype=np.float32)
     # C scans with strict comparisons, so the first extreme element wins;
     # argmin/argmax pick the same element (this only matters for ±0).
     mn = np.take_along_axis(x, np.argmin(x, axis=1)[:, None], axis=1)[:, 0]
     mx = np.take_along_axis(x, np.argmax(x, axis=1)[:, None], axis=1)[:, 0]
-    sum_w = seq_sum_from_first(w)
-    sum_x = seq_sum_from_first(w * x)
+    xt, wt = _t(x), _t(w)
+    sum_w = seq_sum_rows_from_first(wt)
+    sum_x = seq_sum_rows_from_first(wt * xt)
     mn = np.where(mn > 0, F(0.0), mn).astype(np.float32)
     flat = mx == mn
 
     def err(scale: np.ndarray, mins: np.ndarray, L: np.ndarray) -> np.ndarray:
-        diff = (scale[:, None] * L + mins[:, None]) - x
+        diff = (scale * L + mins) - xt
         diff = np.abs(diff) if use_mad else diff * diff
-        return seq_sum(w * diff)
+        return seq_sum_rows(wt * diff)
 
     def codes(iscale: np.ndarray, mins: np.ndarray) -> np.ndarray:
-        with np.errstate(invalid="ignore", over="ignore"):
-            v = iscale[:, None] * (x - mins[:, None])
-        return np.clip(nearest_int(v), 0, nmax).astype(np.float32)
+        return np.clip(nearest_int(iscale * (xt - mins)), 0, nmax).astype(np.float32)
 
     iscale = _div(F(nmax), mx - mn)
     scale = _div(F(1.0), iscale)
     L = codes(iscale, mn)
-    with np.errstate(invalid="ignore", over="ignore"):
-        best = err(scale, mn, L)
+    best = err(scale, mn, L)
     for step in range(nstep + 1):
         iscale = _div(F(rmin) + F(rdelta) * F(step) + F(nmax), mx - mn)
         la = codes(iscale, mn)
-        wl = w * la
-        sum_l = seq_sum(wl)
-        sum_l2 = seq_sum(wl * la)
-        sum_xl = seq_sum(wl * x)
-        with np.errstate(invalid="ignore", over="ignore"):
-            D = sum_w * sum_l2 - sum_l * sum_l
-            this_scale = _div(sum_w * sum_xl - sum_x * sum_l, D)
-            this_min = _div(sum_l2 * sum_x - sum_l * sum_xl, D)
-            pos = this_min > 0
-            this_min = np.where(pos, F(0.0), this_min).astype(np.float32)
-            this_scale = np.where(pos, _div(sum_xl, sum_l2), this_scale).astype(np.float32)
-            cur = err(this_scale, this_min, la)
+        wl = wt * la
+        sum_l = seq_sum_rows(wl)
+        sum_l2 = seq_sum_rows(wl * la)
+        sum_xl = seq_sum_rows(wl * xt)
+        D = sum_w * sum_l2 - sum_l * sum_l
+        this_scale = _div(sum_w * sum_xl - sum_x * sum_l, D)
+        this_min = _div(sum_l2 * sum_x - sum_l * sum_xl, D)
+        pos = this_min > 0
+        this_min = np.where(pos, F(0.0), this_min).astype(np.float32)
+        this_scale = np.where(pos, _div(sum_xl, sum_l2), this_scale).astype(np.float32)
+        cur = err(this_scale, this_min, la)
         take = (D > 0) & (cur < best) & ~flat
-        L = np.where(take[:, None], la, L)
+        L = np.where(take, la, L)
         best = np.where(take, cur, best)
         scale = np.where(take, this_scale, scale)
         mn = np.where(take, this_min, mn)
-    L = np.where(flat[:, None], F(0.0), L)
+    L = np.where(flat, F(0.0), L)
     scale = np.where(flat, F(0.0), scale).astype(np.float32)
-    return scale, (-mn).astype(np.float32), L.astype(np.int64)
+    return scale, (-mn).astype(np.float32), L.T.astype(np.int64)
 
 
 def make_qp_quants(x: np.ndarray, nmax: int, qw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -200,35 +201,32 @@ def make_qp_quants(x: np.ndarray, nmax: int, qw: np.ndarray) -> tuple[np.ndarray
 
     Returns (scale float32 [G], L int64 [G, n] as stored uint8 values).
     """
-    x = np.asarray(x, dtype=np.float32)
-    w = np.asarray(qw, dtype=np.float32)
-    mx = c_max_macro(x)
+    mx = c_max_macro(np.asarray(x, dtype=np.float32))
+    xt, w = _t(x), _t(qw)
     zero = mx < GROUP_MAX_EPS
     iscale = _div(F(nmax), mx)
-    with np.errstate(invalid="ignore", over="ignore"):
-        l0 = (nearest_int(iscale[:, None] * x) & 0xFF).astype(np.float32)  # uint8 L[]
-        scale = _div(F(1.0), iscale)
-        diff = x - scale[:, None] * l0
-        best = seq_sum((w * diff) * diff)
-        for step in range(-4, 5):
-            if step == 0:
-                continue
-            isc = _div(F(0.1) * F(step) + F(nmax), mx)
-            sc = _div(F(1.0), isc)
-            l = np.minimum(nearest_int(isc[:, None] * x), nmax).astype(np.float32)
-            diff = x - sc[:, None] * l
-            mse = seq_sum((w * diff) * diff)
-            take = mse < best
-            best = np.where(take, mse, best)
-            iscale = np.where(take, isc, iscale)
-        l = np.minimum(nearest_int(iscale[:, None] * x), nmax)
-    wx = w * x
+    l0 = (nearest_int(iscale * xt) & 0xFF).astype(np.float32)  # uint8 L[]
+    scale = _div(F(1.0), iscale)
+    diff = xt - scale * l0
+    best = seq_sum_rows((w * diff) * diff)
+    for step in range(-4, 5):
+        if step == 0:
+            continue
+        isc = _div(F(0.1) * F(step) + F(nmax), mx)
+        sc = _div(F(1.0), isc)
+        l = np.minimum(nearest_int(isc * xt), nmax).astype(np.float32)
+        diff = xt - sc * l
+        mse = seq_sum_rows((w * diff) * diff)
+        take = mse < best
+        best = np.where(take, mse, best)
+        iscale = np.where(take, isc, iscale)
+    l = np.minimum(nearest_int(iscale * xt), nmax)
+    wx = w * xt
     lf = l.astype(np.float32)
-    sumlx = seq_sum(wx * lf)
-    suml2 = seq_sum((w * lf) * lf)
+    sumlx = seq_sum_rows(wx * lf)
+    suml2 = seq_sum_rows((w * lf) * lf)
     stored = (l & 0xFF).astype(np.float32)  # uint8 L[] buffer
-    _coordinate_descent(x, w, wx, stored, sumlx, suml2, None, nmax, require_sl2=True)
-    stored_i = stored.astype(np.int64)
+    _coordinate_descent(xt, w, wx, stored, sumlx, suml2, None, nmax, require_sl2=True)
     scale = np.where(suml2 > 0, _div(sumlx, suml2), F(0.0))
-    stored_i = np.where(zero[:, None], 0, stored_i)
-    return np.where(zero, F(0.0), scale).astype(np.float32), stored_i
+    codes = np.where(zero[:, None], 0, stored.T.astype(np.int64))
+    return np.where(zero, F(0.0), scale).astype(np.float32), codes

@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import _layout as lay
-from ._numeric import GROUP_MAX_EPS, F, first_argmax_abs, fp16_bits_to_f32, nearest_int, safe_recip, seq_sum, to_fp16_bits
+from ._numeric import GROUP_MAX_EPS, F, first_argmax_abs, fp16_bits_to_f32, nearest_int, safe_recip, seq_sum, seq_sum_rows, to_fp16_bits
 from .types import QK_K, block_weights
 
 KVALUES = np.array([-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113], dtype=np.int8)
@@ -24,41 +24,86 @@ _KV = KVALUES.astype(np.float32)
 _NTRY = 7
 
 
-def best_index(v: np.ndarray) -> np.ndarray:
-    """ggml's ``best_index_int8`` over KVALUES: nearest entry, ties to the upper one.
+def _closer_to_upper(v: np.float32, k: int) -> bool:
+    """C's tie-break between KVALUES[k−1] and KVALUES[k]: not (v − lo < hi − v), in float32."""
+    return not (v - _KV[k - 1]) < (_KV[k] - v)
 
-    The binary search in C ends with KV[mu−1] ≤ v < KV[mu], which is
-    ``searchsorted(…, 'right')``; the final tie-break compares float32
-    differences exactly as C does.
+
+def _thresholds() -> np.ndarray:
+    """Smallest float32 v for which best_index_int8 picks entry k over k−1, for k = 1…15.
+
+    The test ``v − lo < hi − v`` is monotone in v (float32 rounding is monotone),
+    so each tie-break is a threshold within a few ulps of the midpoint.
+    """
+    out = np.empty(15, dtype=np.float32)
+    for k in range(1, 16):
+        v = (_KV[k - 1] + _KV[k]) / F(2)
+        while _closer_to_upper(np.nextafter(v, F(-np.inf)), k):
+            v = np.nextafter(v, F(-np.inf))
+        while not _closer_to_upper(v, k):
+            v = np.nextafter(v, F(np.inf))
+        out[k - 1] = v
+    return out
+
+
+_THRESH = _thresholds()
+
+
+def best_index(v: np.ndarray) -> np.ndarray:
+    """ggml's ``best_index_int8`` over KVALUES: index of the nearest entry, ties upward.
+
+    Equals counting the precomputed float32 thresholds ≤ v (see _thresholds);
+    NaN, which the C binary search sends to 15, is mapped there explicitly.
+    Returns uint8 indices.
     """
     v = np.asarray(v, dtype=np.float32)
-    mu = np.clip(np.searchsorted(_KV, v, side="right"), 1, 15)
-    lower = (v - _KV[mu - 1]) < (_KV[mu] - v)
-    idx = np.where(lower, mu - 1, mu)
-    idx = np.where(v <= _KV[0], 0, idx)
-    return np.where(v >= _KV[15], 15, idx).astype(np.int64)
+    idx = (v >= _THRESH[0]).astype(np.uint8)
+    for t in _THRESH[1:]:
+        idx += v >= t
+    return np.where(np.isnan(v), np.uint8(15), idx)
+
+
+def best_index_reference(v: float) -> int:
+    """Scalar transcription of ``best_index_int8`` (binary search), for tests."""
+    x = np.float32(v)
+    if x <= _KV[0]:
+        return 0
+    if x >= _KV[15]:
+        return 15
+    ml, mu = 0, 15
+    while mu - ml > 1:
+        mav = (ml + mu) // 2
+        if x < _KV[mav]:
+            mu = mav
+        else:
+            ml = mav
+    return mu - 1 if (x - _KV[mu - 1]) < (_KV[mu] - x) else mu
 
 
 def _fit_blocks(xb: np.ndarray, w: np.ndarray) -> np.ndarray:
-    """Per-32-block scale search of quantize_row_iq4_nl_impl; returns float32 scales [G]."""
+    """Per-32-block scale search of quantize_row_iq4_nl_impl; returns float32 scales [G].
+
+    Works group-major ([32, G]) so the sequential sums are contiguous vector adds.
+    """
     mx = first_argmax_abs(xb)
     zero = np.abs(mx) < GROUP_MAX_EPS
+    xt = np.ascontiguousarray(xb.T)
+    wt = np.ascontiguousarray(w.T)
 
     def sums(idv: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        q = _KV[best_index(idv[:, None] * xb)]
-        wq = w * q
-        return seq_sum(wq * xb), seq_sum(wq * q)
+        q = _KV[best_index(idv * xt)]
+        wq = wt * q
+        return seq_sum_rows(wq * xt), seq_sum_rows(wq * q)
 
-    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-        d = -mx / F(KVALUES[0])
-        sumqx, sumq2 = sums(F(1) / d)
-        d = np.where(sumq2 > 0, sumqx / sumq2, F(0.0)).astype(np.float32)
-        best = d * sumqx
-        for itry in range(-_NTRY, _NTRY + 1):
-            sumqx, sumq2 = sums(F(itry + int(KVALUES[0])) / mx)
-            take = (sumq2 > 0) & (sumqx * sumqx > best * sumq2)
-            d = np.where(take, sumqx / sumq2, d).astype(np.float32)
-            best = np.where(take, d * sumqx, best)
+    d = -mx / F(KVALUES[0])
+    sumqx, sumq2 = sums(F(1) / d)
+    d = np.where(sumq2 > 0, sumqx / sumq2, F(0.0)).astype(np.float32)
+    best = d * sumqx
+    for itry in range(-_NTRY, _NTRY + 1):
+        sumqx, sumq2 = sums(F(itry + int(KVALUES[0])) / mx)
+        take = (sumq2 > 0) & (sumqx * sumqx > best * sumq2)
+        d = np.where(take, sumqx / sumq2, d).astype(np.float32)
+        best = np.where(take, d * sumqx, best)
     return np.where(zero, F(0.0), d).astype(np.float32)
 
 
