@@ -57,6 +57,10 @@ class _GGML:
 
 @pytest.fixture(scope="module")
 def ggml() -> _GGML:
+    """libggml-base from llama-cpp-python, or from $LOWBIT_LIBGGML_BASE (a path to the .so)."""
+    override = os.environ.get("LOWBIT_LIBGGML_BASE")
+    if override:
+        return _GGML(override)
     llama_cpp = pytest.importorskip("llama_cpp", reason="llama-cpp-python (the libggml oracle) is not installed")
     libdir = os.path.join(os.path.dirname(llama_cpp.__file__), "lib")
     found = sorted(glob.glob(os.path.join(libdir, "libggml-base.*")))
