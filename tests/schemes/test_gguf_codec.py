@@ -95,7 +95,7 @@ def _weight_rows() -> np.ndarray:
 def _edge_rows() -> np.ndarray:
     """Rows that stress the C details: ±0 mixes, ties on a coarse grid, extremes."""
     rng = np.random.default_rng(7)
-    x = np.zeros((6, 512), dtype=np.float32)
+    x = np.zeros((7, 512), dtype=np.float32)
     x[0] = np.where(rng.random(512) < 0.5, -0.0, 0.0)      # signs of zero reach fp16 fields
     x[0, 5] = 1.0
     x[1] = rng.integers(-16, 17, 512) / 8                  # exact .5 ties in the roundings
@@ -103,6 +103,9 @@ def _edge_rows() -> np.ndarray:
     x[3] = rng.standard_normal(512) * 1e-39                # float32 subnormals
     x[4] = rng.standard_normal(512) * 1e30                 # x*x overflows to inf
     x[5] = rng.standard_normal(512) * 1e6                  # fp16 scale overflow
+    x[6] = rng.standard_normal(512)                        # non-finite inputs, as C treats them
+    x[6, [0, 40, 77]] = np.nan
+    x[6, [300, 301]] = [np.inf, -np.inf]
     return x
 
 

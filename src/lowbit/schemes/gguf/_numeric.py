@@ -101,6 +101,26 @@ def c_max_macro(x: np.ndarray) -> np.ndarray:
     return m
 
 
+def c_scan_extremes(x: np.ndarray, first: bool) -> tuple[np.ndarray, np.ndarray]:
+    """(min, max) along the last axis by C's ``if (v < min) min = v; if (v > max) max = v;``.
+
+    Seeded with x[..., 0] (``first``) or with ±FLT_MAX. A sequential scan keeps
+    C's choices exactly: the first of equal extremes (±0 signs) and NaNs skipped
+    unless they are the seed.
+    """
+    if first:
+        mn, mx = x[..., 0].copy(), x[..., 0].copy()
+    else:
+        big = np.finfo(np.float32).max
+        mn = np.full(x.shape[:-1], big, dtype=np.float32)
+        mx = np.full(x.shape[:-1], -big, dtype=np.float32)
+    for i in range(1 if first else 0, x.shape[-1]):
+        v = x[..., i]
+        mn = np.where(v < mn, v, mn)
+        mx = np.where(v > mx, v, mx)
+    return mn, mx
+
+
 def to_fp16_bits(v: np.ndarray) -> np.ndarray:
     """GGML_FP32_TO_FP16: IEEE round-to-nearest-even, as uint16 bit patterns."""
     return np.asarray(v, dtype=np.float32).astype(np.float16).view(np.uint16)

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._numeric import GROUP_MAX_EPS, F, c_max_macro, first_argmax_abs, nearest_int, seq_sum_rows, seq_sum_rows_from_first
+from ._numeric import GROUP_MAX_EPS, F, c_max_macro, c_scan_extremes, first_argmax_abs, nearest_int, seq_sum_rows, seq_sum_rows_from_first
 
 
 def _t(a: np.ndarray) -> np.ndarray:
@@ -144,12 +144,8 @@ def make_qkx_quants(x: np.ndarray, w: np.ndarray, nmax: int, rmin: float, rdelta
     Returns:
         (scale float32 [G], the_min float32 [G] (≥ 0 normally), L int64 [G, n] in 0 … nmax).
     """
-    x = np.asarray(x, dtype=np.float32)
-    # C scans with strict comparisons, so the first extreme element wins;
-    # argmin/argmax pick the same element (this only matters for ±0).
-    mn = np.take_along_axis(x, np.argmin(x, axis=1)[:, None], axis=1)[:, 0]
-    mx = np.take_along_axis(x, np.argmax(x, axis=1)[:, None], axis=1)[:, 0]
     xt, wt = _t(x), _t(w)
+    mn, mx = c_scan_extremes(xt.T, first=True)
     sum_w = seq_sum_rows_from_first(wt)
     sum_x = seq_sum_rows_from_first(wt * xt)
     mn = np.where(mn > 0, F(0.0), mn).astype(np.float32)

@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import _layout as lay
-from ._numeric import F, c_max_macro, c_roundf, c_trunc_to_int, first_argmax_abs, fp16_bits_to_f32, safe_recip, seq_sum, to_fp16_bits
+from ._numeric import F, c_max_macro, c_roundf, c_scan_extremes, c_trunc_to_int, first_argmax_abs, fp16_bits_to_f32, safe_recip, seq_sum, to_fp16_bits
 from .fitting import make_qkx_quants, make_qx_quants
 from .types import block_weights
 
@@ -51,10 +51,8 @@ def _symmetric_ref(xb: np.ndarray, half_range: int) -> tuple[np.ndarray, np.ndar
 
 def _affine_ref(xb: np.ndarray, nmax: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Q4_1/Q5_1 ``_ref``: d = (max−min)/nmax, m = min, q = trunc((x−min)/d + 0.5)."""
-    # the C scan keeps the first extreme; argmin/argmax pick the same element,
-    # so -0.0/+0.0 ties give the same signs in the fp16 d and m fields
-    mn = np.take_along_axis(xb, np.argmin(xb, axis=1)[:, None], axis=1)[:, 0]
-    mx = np.take_along_axis(xb, np.argmax(xb, axis=1)[:, None], axis=1)[:, 0]
+    # scanned like C (FLT_MAX seeds): -0.0/+0.0 ties reach the fp16 d and m signs
+    mn, mx = c_scan_extremes(xb, first=False)
     d = (mx - mn) / F(nmax)
     x0 = (xb - mn[:, None]) * safe_recip(d)[:, None]
     return d, mn, c_trunc_to_int(x0 + F(0.5))
