@@ -62,6 +62,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", type=Path, default=None, metavar="FILE", help="write the JSON report here")
     p.add_argument("--out", type=Path, default=None, metavar="DIR", help="write report.json and table.txt here")
     p.add_argument("--no-cache", action="store_true", help="recompute the float reference")
+    p.add_argument("--no-speed", action="store_true", help="skip the prefill/decode tokens/s measurement")
+    p.add_argument("--target", default=None, metavar="T",
+                   help="deployment target to flag variants without an accelerated path on (default: this machine)")
 
     p = sub.add_parser("quantize", help="quantize a model with one variant and save it")
     p.add_argument("--model", default=DEFAULT_MODEL)
@@ -81,6 +84,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_args(p, calib=False)
     p.add_argument("--json", type=Path, default=None, metavar="FILE")
 
+    p = sub.add_parser("hw", help="this machine, and which schemes run accelerated on it or on --target")
+    p.add_argument("--target", default=None, metavar="T",
+                   help="a deployment target to ask about, e.g. cpu-x86-avx512vnni, cpu-arm-neon, cuda-sm80, apple-metal")
+    p.add_argument("--sources", action="store_true", help="print the source of every support row")
+    p.add_argument("--json", action="store_true", help="print JSON instead of tables")
+
     p = sub.add_parser("inspect", help="architecture, linears and their shapes, sizes")
     p.add_argument("model", nargs="?", default=DEFAULT_MODEL)
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
@@ -98,7 +107,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
         model=args.model, variants=split_variant_list(args.variants) if args.variants else None,
         eval=args.eval, calib=args.calib, eval_tokens=args.eval_tokens, calib_samples=args.calib_samples,
         window_tokens=args.window_tokens, seed=args.seed, quick=args.quick, device=args.device,
-        text_field=args.text_field, use_cache=not args.no_cache,
+        text_field=args.text_field, use_cache=not args.no_cache, speed=not args.no_speed, target=args.target,
     )
     report = run_compare(opts)
     print_table(report)
@@ -140,6 +149,18 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_hw(args: argparse.Namespace) -> int:
+    from lowbit.hardware import hw_report
+    from lowbit.hardware.show import print_hw
+
+    report = hw_report(args.target)
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        print_hw(report, sources=args.sources)
+    return 0
+
+
 def _cmd_inspect(args: argparse.Namespace) -> int:
     from lowbit.inspect_model import describe
     from lowbit.models import load_model
@@ -170,7 +191,7 @@ def _print_inspect(d: dict[str, Any]) -> None:
     console.print(table)
 
 
-COMMANDS = {"compare": _cmd_compare, "quantize": _cmd_quantize, "eval": _cmd_eval, "inspect": _cmd_inspect}
+COMMANDS = {"compare": _cmd_compare, "quantize": _cmd_quantize, "eval": _cmd_eval, "inspect": _cmd_inspect, "hw": _cmd_hw}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -26,12 +26,22 @@ from lowbit.models import DEFAULT_MODEL, LoadedModel, load_model
 from lowbit.models.bundled import source_grid_note
 from lowbit.report.schema import build_report, empty_row
 from lowbit.runtime.quant_linear import storage_bytes
+from lowbit.runtime.speed import (
+    FLOAT_RUNTIME,
+    SpeedResult,
+    candidate_runtimes,
+    fastest,
+    measure_runtimes,
+    speed_fields,
+    speed_prompt,
+)
+from lowbit.runtime.w8a8 import w8a8_runtime_name
 from lowbit.utils.memory import PeakRSS
 from lowbit.utils.progress import info
 from lowbit.utils.tensors import flush_denormal
 
 #: What `lowbit compare` runs when no --variants are given (later issues extend these).
-DEFAULT_VARIANTS = ["rtn:w8ch", "rtn:w8t", "rtn:w4g64", "rtn:w4g128asym", "rtn:w3g64", "rtn:w2g32"]
+DEFAULT_VARIANTS = ["rtn:w8ch", "rtn:w8t", "rtn:w4g64", "rtn:w4g128asym", "rtn:w3g64", "rtn:w2g32", "rtn:w8a8"]
 QUICK_VARIANTS = ["rtn:w8ch", "rtn:w4g64", "rtn:w3g64"]
 QUICK_EVAL_TOKENS = 4096
 QUICK_CALIB_SAMPLES = 16
@@ -56,6 +66,10 @@ class CompareOptions:
     device: str = "auto"
     text_field: str = "text"
     use_cache: bool = True
+    #: measure prefill/decode tokens/s of the float model and every variant
+    speed: bool = True
+    #: deployment target name for the "no accelerated path" flag (None: this machine)
+    target: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     def resolved_variants(self) -> list[str]:
@@ -74,6 +88,19 @@ def require_causal_lm(loaded: LoadedModel) -> None:
         )
 
 
+def runtime_name(model: torch.nn.Module) -> str:
+    """The kernel a quantized model's outputs came from (W8A8 names its int8 GEMM or its fallback)."""
+    return w8a8_runtime_name(model) or REFERENCE_RUNTIME
+
+
+@dataclass
+class SpeedSetup:
+    """What every speed measurement of one run shares: the prompt and the float model's result."""
+
+    prompt: torch.Tensor
+    float_best: SpeedResult | None
+
+
 def variant_fields(v: Variant) -> dict[str, Any]:
     """The axes of a variant that do not depend on the model."""
     return {
@@ -87,7 +114,7 @@ def variant_fields(v: Variant) -> dict[str, Any]:
 
 
 def run_variant(float_model: LoadedModel, v: Variant, data: DataSets, ref: Reference,
-                device: torch.device) -> dict[str, Any]:
+                device: torch.device, speed: SpeedSetup | None = None, target: Any = None) -> dict[str, Any]:
     """Quantize a copy of ``float_model`` with ``v``, evaluate it, return its row."""
     row = empty_row(v.text)
     row.update(variant_fields(v))
@@ -101,10 +128,19 @@ def run_variant(float_model: LoadedModel, v: Variant, data: DataSets, ref: Refer
             "calib_seconds": result.calib_seconds,
             "quant_seconds": result.quant_seconds,
             "peak_rss_mb": peak.peak_mb,
-            "runtime": REFERENCE_RUNTIME,
-            "note": source_grid_note(float_model.spec, v.scheme),
+            "note": "; ".join(n for n in (source_grid_note(float_model.spec, v.scheme), result.stats.get("note")) if n)
+                    or None,
         })
         row.update(summarize(token_metrics(loaded.model, data.eval, ref, f"eval {v.text}"), ref))
+        row["runtime"] = runtime_name(loaded.model)  # after evaluating: names a kernel that fell back
+        if speed is not None:
+            info(f"speed {v.text}")
+            results = measure_runtimes(candidate_runtimes(loaded, REFERENCE_RUNTIME), speed.prompt)
+            row.update(speed_fields(fastest(results), results, speed.float_best))
+        if target is not None:
+            from lowbit.hardware import target_fields
+
+            row.update(target_fields(v.scheme, target))
     finally:
         del loaded
         gc.collect()
@@ -113,8 +149,11 @@ def run_variant(float_model: LoadedModel, v: Variant, data: DataSets, ref: Refer
 
 def run_compare(opts: CompareOptions) -> dict[str, Any]:
     """Run the comparison and return the JSON report (see :mod:`lowbit.report.schema`)."""
+    from lowbit.hardware import get_target, target_here
+
     variants = [resolve_variant(t) for t in opts.resolved_variants()]  # fail fast on bad strings
     device = select_device(opts.device)
+    target = get_target(opts.target) if opts.target else target_here(device.type)
     eval_tokens = opts.eval_tokens or (QUICK_EVAL_TOKENS if opts.quick else DEFAULT_EVAL_TOKENS)
     calib_samples = opts.calib_samples or (QUICK_CALIB_SAMPLES if opts.quick else DEFAULT_CALIB_SAMPLES)
     info(f"loading {opts.model}")
@@ -125,14 +164,31 @@ def run_compare(opts: CompareOptions) -> dict[str, Any]:
                         opts.window_tokens, opts.seed, opts.text_field)
     info(f"eval: {data.eval.tokens} tokens from {data.eval.source}")
     ref = load_or_compute_reference(float_model.model, data.eval, use_cache=opts.use_cache)
+    speed = None
+    if opts.speed:
+        info("speed of the float model")
+        prompt = speed_prompt(data.eval.windows)
+        float_results = measure_runtimes(candidate_runtimes(float_model, FLOAT_RUNTIME), prompt)
+        speed = SpeedSetup(prompt, fastest(float_results))
     rows = []
     for v in variants:
         info(f"variant {v.text}")
         try:
-            rows.append(run_variant(float_model, v, data, ref, device))
+            rows.append(run_variant(float_model, v, data, ref, device, speed, target))
         except LowbitError as e:
             rows.append({**empty_row(v.text), **variant_fields(v), "error": str(e)})
         except Exception as e:  # noqa: BLE001 - one broken variant must not lose the others' results
             traceback.print_exc()
             rows.append({**empty_row(v.text), **variant_fields(v), "error": f"{type(e).__name__}: {e}"})
-    return build_report(float_model, data, ref, rows, float_model.float_bytes, float_model.params)
+    report = build_report(float_model, data, ref, rows, float_model.float_bytes, float_model.params)
+    if report["reference"] is not None and speed is not None:
+        best = speed.float_best
+        report["reference"].update({
+            "prefill_tokens_per_s": best.prefill_tokens_per_s if best else None,
+            "decode_tokens_per_s": best.decode_tokens_per_s if best else None,
+            "speed_runtime": best.runtime if best else None,
+            "speed_prompt_tokens": int(speed.prompt.shape[1]),
+            "speed_candidates": [r.as_dict() for r in float_results],
+        })
+    report["target"] = {"name": target.name, "given": opts.target is not None, "summary": target.summary}
+    return report

@@ -13,6 +13,7 @@ from lowbit.data.windows import TokenSet
 from lowbit.errors import LowbitError
 from lowbit.methods.base import COMMON_OPTIONS, Method, QuantContext
 from lowbit.methods.rtn import RTN
+from lowbit.methods.smoothquant import SmoothQuant
 from lowbit.models.loader import LoadedModel
 from lowbit.registry import Registry
 from lowbit.schemes import get_scheme, parse_scheme
@@ -21,6 +22,7 @@ from lowbit.variant import VariantString
 
 METHODS: Registry[Method] = Registry("method")
 METHODS.add("rtn", RTN(), "nearest")
+METHODS.add("smoothquant", SmoothQuant(), "sq")
 
 
 @dataclass(frozen=True)
@@ -44,6 +46,9 @@ def resolve_variant(text: str) -> Variant:
     method = METHODS.get(vs.method)
     scheme = parse_scheme(vs.scheme)
     method.check_scheme(scheme)
+    if getattr(scheme, "needs_calibration", False) and not method.needs_calibration:
+        raise LowbitError(f"scheme {scheme.spec()} takes its activation scales from calibration, which "
+                          f"{method.name} does not run; use a calibrating method (e.g. smoothquant:{vs.scheme})")
     specs = method.all_options()
     options = {name: spec.default for name, spec in specs.items()}
     for name, raw in vs.options:

@@ -79,8 +79,9 @@ class Method(ABC):
         """Raise :class:`LowbitError` if this method cannot use ``scheme``."""
 
     def act_bits(self, scheme: Scheme, options: dict[str, Any]) -> int:
-        """Bits of the activations at run time (16 = left float)."""
-        return 16
+        """Bits of the activations at run time (16 = left float; schemes that
+        quantize activations, like W8A8, say so through ``act_bits``)."""
+        return int(getattr(scheme, "act_bits", 16))
 
     @abstractmethod
     def quantize(self, ctx: QuantContext) -> None:

@@ -5,7 +5,8 @@
  "model": {"name", "params", "float_bytes"},
  "eval": {"source", "tokens", "windows", "window_tokens", "sha256"},
  "calib": {"source", "samples", "window_tokens", "sha256"},
- "reference": {"ppl", "tokens_per_s"},
+ "reference": {"ppl", "tokens_per_s", "prefill_tokens_per_s", "decode_tokens_per_s", "speed_runtime", …},
+ "target": {"name", "given", "summary"},
  "results": [ROW, ...]}
 ```
 Each ROW has every key of :data:`ROW_KEYS` (None where not applicable).
@@ -37,6 +38,11 @@ ROW_KEYS = (
     "top1_agreement", "top1_ci",
     "calib_seconds", "quant_seconds", "peak_rss_mb", "tokens_per_s",
     "runtime", "note", "error",
+    # speed (lowbit.runtime.speed): fastest runtime here, ratio to the float model, the flag
+    "prefill_tokens_per_s", "decode_tokens_per_s", "speed_runtime", "prefill_speedup", "decode_speedup",
+    "slower_than_float", "speed_candidates",
+    # deployment target (lowbit.hardware): support-matrix verdict for the variant's scheme
+    "target", "target_scheme", "target_support", "target_runtimes", "no_accelerated_path",
 )
 
 

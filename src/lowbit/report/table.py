@@ -8,6 +8,8 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from lowbit.runtime.speed import SLOWER_MARGIN
+
 
 def _ci(row: dict[str, Any], key: str, fmt: str, ci_key: str | None = None) -> str:
     v, ci = row.get(key), row.get(ci_key or f"{key}_ci")
@@ -22,6 +24,32 @@ def _num(v: Any, fmt: str) -> str:
     return "–" if v is None else format(v, fmt)
 
 
+def _speed(v: Any, ratio: Any) -> str:
+    if v is None:
+        return "–"
+    return f"{v:.0f}" + (f" ({ratio:.2f}×)" if ratio is not None else "")
+
+
+def runtime_legend(report: dict[str, Any]) -> dict[str, int]:
+    """Each distinct speed runtime of the report → its footnote number."""
+    names = [(report.get("reference") or {}).get("speed_runtime")] + [r.get("speed_runtime") for r in report["results"]]
+    return {n: i + 1 for i, n in enumerate(dict.fromkeys(n for n in names if n))}
+
+
+def _rt(legend: dict[str, int], name: str | None) -> str:
+    return f"[{legend[name]}]" if name else "–"
+
+
+def flags(row: dict[str, Any], target: str | None) -> list[str]:
+    """Speed/deployment warnings of a row, as the table shows them."""
+    out = []
+    if row.get("slower_than_float"):
+        out.append("[bold red]SLOWER than fp32 here[/bold red]")
+    if row.get("no_accelerated_path"):
+        out.append(f"[yellow]no accelerated path on {row.get('target') or target}[/yellow]")
+    return out
+
+
 def results_table(report: dict[str, Any]) -> Table:
     """A rich Table of the report's rows."""
     model = report["model"]
@@ -29,22 +57,28 @@ def results_table(report: dict[str, Any]) -> Table:
     table = Table(title=f"{model['name']} · eval {ev['tokens']} tokens ({ev['source']})", title_justify="left")
     for col, justify in (("variant", "left"), ("bpw", "right"), ("size MB", "right"), ("ppl [95% CI]", "right"),
                          ("Δppl [95% CI]", "right"), ("KLD mean [95% CI]", "right"), ("KLD p99", "right"),
-                         ("top-1 %", "right"), ("tok/s", "right"), ("quant s", "right"), ("note", "left")):
+                         ("top-1 %", "right"), ("tok/s", "right"), ("prefill tok/s (×fp32)", "right"),
+                         ("decode tok/s (×fp32)", "right"), ("rt", "right"), ("quant s", "right"), ("note", "left")):
         table.add_column(col, justify=justify)  # type: ignore[arg-type]
     ref = report.get("reference")
+    legend = runtime_legend(report)
     if ref:
         table.add_row("float (reference)", "32", _num(model["float_bytes"] / 1e6, ".1f"), _num(ref["ppl"], ".3f"),
-                      "", "", "", "", _num(ref["tokens_per_s"], ".0f"), "", "")
+                      "", "", "", "", _num(ref["tokens_per_s"], ".0f"), _speed(ref.get("prefill_tokens_per_s"), None),
+                      _speed(ref.get("decode_tokens_per_s"), None), _rt(legend, ref.get("speed_runtime")), "", "")
+    target = (report.get("target") or {}).get("name")
     for r in report["results"]:
         if r.get("error"):
-            table.add_row(r["variant"], "", "", "", "", "", "", "", "", "", f"[red]error: {r['error']}[/red]")
+            table.add_row(r["variant"], *[""] * 12, f"[red]error: {r['error']}[/red]")
             continue
         top1 = r.get("top1_agreement")
         table.add_row(
             r["variant"], _num(r["bits_per_weight"], ".3f"), _num((r["size_bytes"] or 0) / 1e6, ".1f"),
             _ci(r, "ppl", ".3f"), _ci(r, "delta_ppl", "+.3f"), _ci(r, "kld_mean", ".4f", "kld_ci"),
             _num(r.get("kld_p99"), ".4f"), "–" if top1 is None else f"{100 * top1:.1f}",
-            _num(r.get("tokens_per_s"), ".0f"), _num(r.get("quant_seconds"), ".1f"), r.get("note") or "",
+            _num(r.get("tokens_per_s"), ".0f"), _speed(r.get("prefill_tokens_per_s"), r.get("prefill_speedup")),
+            _speed(r.get("decode_tokens_per_s"), r.get("decode_speedup")), _rt(legend, r.get("speed_runtime")),
+            _num(r.get("quant_seconds"), ".1f"), "; ".join([*flags(r, target), *([r["note"]] if r.get("note") else [])]),
         )
     return table
 
@@ -58,3 +92,14 @@ def print_table(report: dict[str, Any], console: Console | None = None) -> None:
     if mdes:
         console.print(f"This eval set detects a Δppl of about {min(mdes):.3f}–{max(mdes):.3f} or more "
                       "(80% power, α = 0.05, paired per window); smaller differences are not evidence either way.")
+    for name, i in runtime_legend(report).items():
+        console.print(f"rt [{i}]: {name}", markup=False)
+    target = (report.get("target") or {}).get("name")
+    slow = [r["variant"] for r in report["results"] if r.get("slower_than_float")]
+    if slow:
+        console.print(f"[bold red]FLAGGED slower than fp32 on this machine[/bold red] (prefill or decode below "
+                      f"{SLOWER_MARGIN:.0%} of fp32, fastest runtime here): {', '.join(slow)}")
+    stuck = [r["variant"] for r in report["results"] if r.get("no_accelerated_path")]
+    if stuck and target:
+        console.print(f"[yellow]No accelerated path on {target}[/yellow] (lowbit hw --target {target}): "
+                      f"{', '.join(stuck)}")

@@ -1,6 +1,7 @@
 """How a quantized model runs: the dequantize-then-matmul reference path, and
-real low-bit kernels where the hardware has them (added by later issues)."""
+real low-bit kernels where the hardware has them (int8 GEMM for W8A8)."""
 
 from lowbit.runtime.quant_linear import QuantLinear, install_quantized, quantized_modules
+from lowbit.runtime.w8a8 import W8A8Linear  # registers the W8A8 runtime module
 
-__all__ = ["QuantLinear", "install_quantized", "quantized_modules"]
+__all__ = ["QuantLinear", "W8A8Linear", "install_quantized", "quantized_modules"]

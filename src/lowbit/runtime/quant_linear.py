@@ -46,13 +46,17 @@ class QuantLinear(nn.Module):
         """The float weight ``[out, in]`` this module computes with."""
         return self.scheme.dequantize(self.quantized, dtype)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def float_weight(self, like: torch.Tensor) -> torch.Tensor:
+        """The dequantized weight on ``like``'s device and dtype (cached unless ``cache_weight`` is off)."""
         w = self._cached
-        if w is None or w.device != x.device or w.dtype != x.dtype:
-            w = self.dequantized_weight(x.dtype).to(x.device)
+        if w is None or w.device != like.device or w.dtype != like.dtype:
+            w = self.dequantized_weight(like.dtype).to(like.device)
             if self.cache_weight:
                 self._cached = w
-        return nn.functional.linear(x, w, self.bias)
+        return w
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return nn.functional.linear(x, self.float_weight(x), self.bias)
 
     def _apply(self, fn, recurse=True):  # type: ignore[no-untyped-def]
         # A device or dtype move invalidates the cached float weight.
@@ -69,12 +73,26 @@ def _set_module(root: nn.Module, name: str, new: nn.Module) -> None:
     setattr(parent, child, new)
 
 
+#: Runtime module per scheme family, for schemes that compute differently from
+#: "dequantize, then float matmul" (e.g. W8A8 quantizes activations at run time).
+MODULE_FOR_FAMILY: dict[str, type[QuantLinear]] = {}
+
+
+def register_module(family: str, cls: type[QuantLinear]) -> None:
+    """Make :func:`install_quantized` build ``cls`` for tensors of scheme family ``family``."""
+    if family in MODULE_FOR_FAMILY:
+        raise ValueError(f"runtime module for scheme family '{family}' registered twice")
+    MODULE_FOR_FAMILY[family] = cls
+
+
 def install_quantized(model: nn.Module, name: str, q: QuantizedTensor, cache_weight: bool = True) -> QuantLinear:
-    """Replace the Linear ``name`` in ``model`` by a :class:`QuantLinear` holding ``q``."""
+    """Replace the Linear ``name`` in ``model`` by a :class:`QuantLinear` holding ``q``
+    (or the module registered for its scheme family)."""
     old = model.get_submodule(name)
     bias = getattr(old, "bias", None)
     device = q.codes.device
-    new = QuantLinear(q, bias.to(device) if bias is not None else None, cache_weight)
+    cls = MODULE_FOR_FAMILY.get(get_scheme(q.scheme).family, QuantLinear)
+    new = cls(q, bias.to(device) if bias is not None else None, cache_weight)
     _set_module(model, name, new)
     return new
 

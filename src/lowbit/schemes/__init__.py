@@ -13,6 +13,7 @@ from collections.abc import Callable
 from lowbit.errors import LowbitError
 from lowbit.schemes.base import QuantizedTensor, Scheme, check_finite
 from lowbit.schemes.int_affine import IntScheme
+from lowbit.schemes.w8a8 import W8A8Scheme
 
 SchemeParser = Callable[[str], "Scheme | None"]
 
@@ -59,5 +60,6 @@ def get_scheme(spec: str) -> Scheme:
 
 
 register_family("int", IntScheme.parse)
+register_family("wa", W8A8Scheme.parse)
 
-__all__ = ["IntScheme", "QuantizedTensor", "Scheme", "check_finite", "get_scheme", "parse_scheme", "register_family"]
+__all__ = ["IntScheme", "QuantizedTensor", "Scheme", "W8A8Scheme", "check_finite", "get_scheme", "parse_scheme", "register_family"]
