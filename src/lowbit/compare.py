@@ -27,6 +27,8 @@ from lowbit.models.bundled import source_grid_note
 from lowbit.report.schema import build_report, empty_row
 from lowbit.runtime.quant_linear import storage_bytes
 from lowbit.runtime.speed import (
+    DEFAULT_DECODE_STEPS,
+    DEFAULT_REPEATS,
     FLOAT_RUNTIME,
     SpeedResult,
     candidate_runtimes,
@@ -68,6 +70,9 @@ class CompareOptions:
     use_cache: bool = True
     #: measure prefill/decode tokens/s of the float model and every variant
     speed: bool = True
+    #: single-token decode steps and timed repeats per speed measurement
+    speed_decode_steps: int = DEFAULT_DECODE_STEPS
+    speed_repeats: int = DEFAULT_REPEATS
     #: deployment target name for the "no accelerated path" flag (None: this machine)
     target: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
@@ -99,6 +104,8 @@ class SpeedSetup:
 
     prompt: torch.Tensor
     float_best: SpeedResult | None
+    decode_steps: int = DEFAULT_DECODE_STEPS
+    repeats: int = DEFAULT_REPEATS
 
 
 def variant_fields(v: Variant) -> dict[str, Any]:
@@ -135,7 +142,8 @@ def run_variant(float_model: LoadedModel, v: Variant, data: DataSets, ref: Refer
         row["runtime"] = runtime_name(loaded.model)  # after evaluating: names a kernel that fell back
         if speed is not None:
             info(f"speed {v.text}")
-            results = measure_runtimes(candidate_runtimes(loaded, REFERENCE_RUNTIME), speed.prompt)
+            results = measure_runtimes(candidate_runtimes(loaded, REFERENCE_RUNTIME), speed.prompt,
+                                       speed.decode_steps, speed.repeats)
             row.update(speed_fields(fastest(results), results, speed.float_best))
         if target is not None:
             from lowbit.hardware import target_fields
@@ -168,8 +176,9 @@ def run_compare(opts: CompareOptions) -> dict[str, Any]:
     if opts.speed:
         info("speed of the float model")
         prompt = speed_prompt(data.eval.windows)
-        float_results = measure_runtimes(candidate_runtimes(float_model, FLOAT_RUNTIME), prompt)
-        speed = SpeedSetup(prompt, fastest(float_results))
+        float_results = measure_runtimes(candidate_runtimes(float_model, FLOAT_RUNTIME), prompt,
+                                         opts.speed_decode_steps, opts.speed_repeats)
+        speed = SpeedSetup(prompt, fastest(float_results), opts.speed_decode_steps, opts.speed_repeats)
     rows = []
     for v in variants:
         info(f"variant {v.text}")

@@ -82,7 +82,10 @@ class TorchCausalLM:
         self.model = model
         self.device = next(iter(model.parameters())).device
         # Servers compute logits of the last prompt position only.
-        self._keep = {"logits_to_keep": 1} if "logits_to_keep" in inspect.signature(model.forward).parameters else {}
+        params = inspect.signature(model.forward).parameters
+        self._keep = {"logits_to_keep": 1} if "logits_to_keep" in params else {}
+        # transformers ≥ 5.2x names the KV cache argument `cache` (was `past_key_values`).
+        self._cache_arg = "cache" if "cache" in params else "past_key_values"
         self._cache: Any = None
         self._next: torch.Tensor | None = None
 
@@ -93,16 +96,19 @@ class TorchCausalLM:
     @torch.inference_mode()
     def prefill(self, ids: torch.Tensor) -> None:
         out = self.model(input_ids=ids.to(self.device), use_cache=True, **self._keep)
-        self._cache = out.past_key_values
+        self._cache = self._cache_of(out)
         self._next = out.logits[:, -1:].argmax(-1)
 
     @torch.inference_mode()
     def decode(self) -> None:
         if self._next is None:
             raise RuntimeError("decode() before prefill()")
-        out = self.model(input_ids=self._next, past_key_values=self._cache, use_cache=True)
-        self._cache = out.past_key_values
+        out = self.model(input_ids=self._next, use_cache=True, **{self._cache_arg: self._cache})
+        self._cache = self._cache_of(out)
         self._next = out.logits[:, -1:].argmax(-1)
+
+    def _cache_of(self, out: Any) -> Any:
+        return out.get(self._cache_arg, None) if hasattr(out, "get") else out.past_key_values
 
 
 def torch_runtime(model: nn.Module, name: str, prepare: Callable[[], None] | None = None) -> SpeedRuntime:
