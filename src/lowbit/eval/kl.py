@@ -30,7 +30,8 @@ def kl_from_compact(logits: torch.Tensor, lse: torch.Tensor, top_idx: torch.Tens
     q_top = logits.gather(-1, top_idx) - lse.unsqueeze(-1)
     kl_top = (top_logp.exp() * (top_logp - q_top)).sum(-1).double()
     log_p_tail = tail_logp.double()
-    log_q_tail = log_tail_mass(q_top)
+    # Rounded through float32 exactly as the stored reference value was.
+    log_q_tail = log_tail_mass(q_top).float().double()
     p_tail = log_p_tail.exp()
     grouped = p_tail * (log_p_tail - log_q_tail)
     q_s = (logits.gather(-1, tail_idx) - lse.unsqueeze(-1)).double()
