@@ -26,6 +26,9 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 
 $(VENV)/.dev-installed: $(VENV)/.installed pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev]'
+	# compressed-tensors checks the W8A8 export in tests; --no-deps keeps the pinned CPU torch.
+	$(BIN)/pip install --quiet pydantic loguru psutil
+	$(BIN)/pip install --quiet --no-deps compressed-tensors
 	touch $@
 
 install: $(VENV)/.installed
