@@ -47,6 +47,8 @@ DEFAULT_VARIANTS = ["rtn:w8ch", "rtn:w8t", "rtn:w4g64", "rtn:w4g128asym", "rtn:w
 QUICK_VARIANTS = ["rtn:w8ch", "rtn:w4g64", "rtn:w3g64"]
 QUICK_EVAL_TOKENS = 4096
 QUICK_CALIB_SAMPLES = 16
+#: (decode steps, repeats) of each speed measurement: --quick times one repeat of fewer steps.
+QUICK_SPEED = (8, 1)
 
 #: How the reference runtime computes (named in every row, as speed claims must be).
 REFERENCE_RUNTIME = "lowbit-reference (dequantize once, torch float matmul)"
@@ -70,9 +72,9 @@ class CompareOptions:
     use_cache: bool = True
     #: measure prefill/decode tokens/s of the float model and every variant
     speed: bool = True
-    #: single-token decode steps and timed repeats per speed measurement
-    speed_decode_steps: int = DEFAULT_DECODE_STEPS
-    speed_repeats: int = DEFAULT_REPEATS
+    #: single-token decode steps and timed repeats per speed measurement (None: by mode, see QUICK_SPEED)
+    speed_decode_steps: int | None = None
+    speed_repeats: int | None = None
     #: deployment target name for the "no accelerated path" flag (None: this machine)
     target: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
@@ -173,12 +175,15 @@ def run_compare(opts: CompareOptions) -> dict[str, Any]:
     info(f"eval: {data.eval.tokens} tokens from {data.eval.source}")
     ref = load_or_compute_reference(float_model.model, data.eval, use_cache=opts.use_cache)
     speed = None
+    float_results: list[SpeedResult] = []
     if opts.speed:
         info("speed of the float model")
         prompt = speed_prompt(data.eval.windows)
-        float_results = measure_runtimes(candidate_runtimes(float_model, FLOAT_RUNTIME), prompt,
-                                         opts.speed_decode_steps, opts.speed_repeats)
-        speed = SpeedSetup(prompt, fastest(float_results), opts.speed_decode_steps, opts.speed_repeats)
+        steps, repeats = QUICK_SPEED if opts.quick else (DEFAULT_DECODE_STEPS, DEFAULT_REPEATS)
+        steps = opts.speed_decode_steps or steps
+        repeats = opts.speed_repeats or repeats
+        float_results = measure_runtimes(candidate_runtimes(float_model, FLOAT_RUNTIME), prompt, steps, repeats)
+        speed = SpeedSetup(prompt, fastest(float_results), steps, repeats)
     rows = []
     for v in variants:
         info(f"variant {v.text}")
