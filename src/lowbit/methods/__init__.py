@@ -12,6 +12,7 @@ from torch import nn
 from lowbit.data.windows import TokenSet
 from lowbit.errors import LowbitError
 from lowbit.methods.base import COMMON_OPTIONS, Method, QuantContext
+from lowbit.methods.awq import AWQ
 from lowbit.methods.gptq import GPTQ
 from lowbit.methods.rtn import RTN
 from lowbit.models.loader import LoadedModel
@@ -23,6 +24,7 @@ from lowbit.variant import VariantString
 METHODS: Registry[Method] = Registry("method")
 METHODS.add("rtn", RTN(), "nearest")
 METHODS.add("gptq", GPTQ())
+METHODS.add("awq", AWQ())
 
 
 @dataclass(frozen=True)
