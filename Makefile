@@ -26,6 +26,9 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 
 $(VENV)/.dev-installed: $(VENV)/.installed pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev]'
+	# AutoAWQ's own dequantizer checks lowbit's AWQ files; its pins (old torch,
+	# transformers 4) are not needed for that pure-torch function: --no-deps.
+	$(BIN)/pip install --quiet --no-deps autoawq==0.2.9
 	touch $@
 
 install: $(VENV)/.installed
