@@ -71,6 +71,7 @@ class GPTQ(Method):
     }
 
     def check_scheme(self, scheme: Scheme) -> None:
+        super().check_scheme(scheme)
         try:
             scheme.column_group_size(1024)
         except LowbitError:
