@@ -26,9 +26,9 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 
 $(VENV)/.dev-installed: $(VENV)/.installed pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev]'
-	# compressed-tensors checks the W8A8 export in tests; --no-deps keeps the pinned CPU torch.
-	$(BIN)/pip install --quiet pydantic loguru psutil
-	$(BIN)/pip install --quiet --no-deps compressed-tensors
+	# AutoAWQ's own dequantizer checks lowbit's AWQ files; its pins (old torch,
+	# transformers 4) are not needed for that pure-torch function: --no-deps.
+	$(BIN)/pip install --quiet --no-deps autoawq==0.2.9
 	touch $@
 
 install: $(VENV)/.installed

@@ -77,3 +77,31 @@ def unpack_bits(packed: torch.Tensor | np.ndarray, bits: int, n: int) -> torch.T
     mask = np.uint64((1 << bits) - 1)
     codes = ((words[..., None] >> shifts) & mask).astype(np.uint8)
     return torch.from_numpy(np.ascontiguousarray(codes.reshape(lead + (-1,))[..., :n]))
+
+
+def pack_int32(codes: torch.Tensor, bits: int) -> torch.Tensor:
+    """Pack unsigned codes along the last axis into int32 words, LSB first.
+
+    The same continuous bitstream as :func:`pack_bits`, cut into little-endian
+    32-bit words: GPTQ's ``qweight``/``qzeros`` and compressed-tensors'
+    ``weight_packed`` layout (3-bit values straddle words). The row is padded
+    with zero codes to a multiple of 32; ``ceil(n·bits/32)`` words are kept.
+    """
+    n = codes.shape[-1]
+    pad = (-n) % 32
+    if pad:
+        codes = torch.nn.functional.pad(codes.to(torch.uint8), (0, pad))
+    packed = pack_bits(codes, bits)  # [..., (n+pad)·bits/8] bytes, a multiple of 4
+    words = packed.contiguous().view(torch.int32)
+    return words[..., : (n * bits + 31) // 32].contiguous()
+
+
+def unpack_int32(words: torch.Tensor, bits: int, n: int) -> torch.Tensor:
+    """Inverse of :func:`pack_int32`: ``n`` uint8 codes per row of the last axis."""
+    if words.dtype != torch.int32:
+        raise LowbitError(f"packed words must be int32, got {words.dtype}")
+    full = ((n + 31) // 32) * bits  # words holding the zero-padded row
+    if words.shape[-1] < full:
+        words = torch.nn.functional.pad(words, (0, full - words.shape[-1]))
+    raw = words.contiguous().view(torch.uint8)
+    return unpack_bits(raw, bits, raw.shape[-1] * 8 // bits)[..., :n].contiguous()

@@ -8,8 +8,8 @@ from typing import Any
 from lowbit.data import DEFAULT_CALIB_SAMPLES, prepare_calibration
 from lowbit.data.windows import DEFAULT_WINDOW
 from lowbit.devices import select_device
-from lowbit.formats import WRITERS
-from lowbit.methods import quantize_model, resolve_variant
+from lowbit.formats import WRITERS, check_format
+from lowbit.methods import quantize_model, resolve_variant, select_targets
 from lowbit.models import load_model
 from lowbit.runtime.quant_linear import storage_bytes
 from lowbit.utils.atomic import check_output_path
@@ -33,6 +33,8 @@ def run_quantize(model: str, variant: str, out: Path, fmt: str = "lowbit", calib
     dev = select_device(device)
     info(f"loading {model}")
     loaded = load_model(model, seed=seed)
+    targets = select_targets(loaded, bool(v.options.get("lm_head")))
+    check_format(fmt, v.scheme, v.options, {n: tuple(m.weight.shape) for n, m in targets.items()})
     loaded.model.to(dev)
     calib_set = None
     if v.method.needs_calibration:

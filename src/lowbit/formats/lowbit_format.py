@@ -37,7 +37,7 @@ DESCRIPTION = "lowbit.json"
 WEIGHTS = "model.safetensors"
 
 
-def _float_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+def float_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     """State dict without quantized buffers, tied duplicates stored once."""
     qnames = {n for n, _ in quantized_modules(model)}
     out: dict[str, torch.Tensor] = {}
@@ -59,7 +59,7 @@ def save_lowbit_folder(loaded: LoadedModel, out: Path, overwrite: bool = False, 
     out = Path(out)
     check_output_path(out, inputs, overwrite)
     model = loaded.model
-    tensors = _float_state(model)
+    tensors = float_state(model)
     modules: dict[str, Any] = {}
     for name, mod in quantized_modules(model):
         q = mod.quantized
@@ -93,7 +93,7 @@ def save_lowbit_folder(loaded: LoadedModel, out: Path, overwrite: bool = False, 
     return out
 
 
-def _skeleton(folder: Path, dtype: torch.dtype) -> tuple[torch.nn.Module, Any]:
+def skeleton(folder: Path, dtype: torch.dtype) -> tuple[torch.nn.Module, Any]:
     from transformers import AutoConfig, AutoModel, AutoModelForCausalLM
     from transformers.initialization import no_init_weights
 
@@ -110,8 +110,6 @@ def _skeleton(folder: Path, dtype: torch.dtype) -> tuple[torch.nn.Module, Any]:
 
 def load_lowbit_folder(folder: Path, dtype: torch.dtype = torch.float32) -> LoadedModel:
     """Load a folder written by :func:`save_lowbit_folder`."""
-    from transformers import AutoTokenizer
-
     folder = Path(folder)
     try:
         desc = json.loads((folder / DESCRIPTION).read_text(encoding="utf-8"))
@@ -121,7 +119,7 @@ def load_lowbit_folder(folder: Path, dtype: torch.dtype = torch.float32) -> Load
         raise LowbitError(f"{folder} was written by a newer lowbit (format {desc.get('format_version')}); upgrade lowbit")
     if not (folder / WEIGHTS).is_file():
         raise LowbitError(f"{folder} has no {WEIGHTS}")
-    model, arch = _skeleton(folder, dtype)
+    model, arch = skeleton(folder, dtype)
     tensors = load_file(str(folder / WEIGHTS))
     for name, info in desc["modules"].items():
         shape = tuple(int(x) for x in info["shape"])
@@ -132,23 +130,36 @@ def load_lowbit_folder(folder: Path, dtype: torch.dtype = torch.float32) -> Load
         except KeyError as e:
             raise LowbitError(f"{folder / WEIGHTS} lacks tensor {e} of quantized module '{name}'") from None
         q = QuantizedTensor(info["scheme"], shape, codes, params, dict(info.get("meta", {})))
-        mod = install_quantized(model, name, q)
-        bias = tensors.pop(f"{name}.bias", None)
-        if (bias is None) != (mod.bias is None):
-            raise LowbitError(f"bias of '{name}' does not match the architecture in {folder}")
-        if bias is not None and mod.bias is not None:
-            mod.bias.data = bias.to(dtype)
+        install_with_bias(model, name, q, tensors.pop(f"{name}.bias", None), dtype, folder)
+    tokenizer = finish_model(model, tensors, folder / WEIGHTS)
+    return LoadedModel(model, tokenizer, str(folder), arch, variant=desc.get("variant"),
+                       base=desc.get("base_model"), seed=int(desc.get("seed", 0)))
+
+
+def install_with_bias(model: torch.nn.Module, name: str, q: QuantizedTensor, bias: torch.Tensor | None,
+                      dtype: torch.dtype, folder: Path) -> None:
+    """Install ``q`` as module ``name`` of a skeleton model, with the bias read from the file."""
+    mod = install_quantized(model, name, q)
+    if (bias is None) != (mod.bias is None):
+        raise LowbitError(f"bias of '{name}' does not match the architecture in {folder}")
+    if bias is not None and mod.bias is not None:
+        mod.bias.data = bias.to(dtype)
+
+
+def finish_model(model: torch.nn.Module, tensors: dict[str, torch.Tensor], weights: Path) -> Any:
+    """Load the float tensors left in ``tensors``, tie weights, and return the folder's tokenizer (or None)."""
+    from transformers import AutoTokenizer
+
     missing, unexpected = model.load_state_dict(tensors, strict=False)
     loaded_by_hand = {f"{n}.{k}" for n, m in quantized_modules(model) for k in m.state_dict()}
     missing = [k for k in missing if k not in loaded_by_hand and not _is_tied(model, k)]
     if missing or unexpected:
-        raise LowbitError(f"{folder / WEIGHTS} does not match its config: missing {missing[:3]}, unexpected {unexpected[:3]}")
+        raise LowbitError(f"{weights} does not match its config: missing {missing[:3]}, unexpected {unexpected[:3]}")
     if hasattr(model, "tie_weights") and not isinstance(model.get_output_embeddings(), QuantLinear):
         model.tie_weights()
     model.eval().requires_grad_(False)
-    tokenizer = AutoTokenizer.from_pretrained(folder) if (folder / "tokenizer_config.json").is_file() else None
-    return LoadedModel(model, tokenizer, str(folder), arch, variant=desc.get("variant"),
-                       base=desc.get("base_model"), seed=int(desc.get("seed", 0)))
+    folder = weights.parent
+    return AutoTokenizer.from_pretrained(folder) if (folder / "tokenizer_config.json").is_file() else None
 
 
 def _is_tied(model: torch.nn.Module, key: str) -> bool:

@@ -1,11 +1,11 @@
 """Activation statistics from calibration: per input channel max|x| of chosen linears.
 
 This is the small boundary SmoothQuant reads its calibration through. It runs
-the *float* model over the calibration windows once, with forward pre-hooks on
-the named linears (SmoothQuant's factors and static scales are defined on the
-float model's activations, so the layer-by-layer quantized pipeline is not
-needed here); swapping in the shared ``lowbit.calibrate`` pipeline means
-re-implementing only :func:`collect_input_absmax`.
+the *float* model over the calibration windows once and reads ``max|x|`` from
+the shared :mod:`lowbit.calibrate` statistics. Whole-model forwards rather
+than the block-by-block pipeline: SmoothQuant's factors and static scales are
+defined on the float model's activations, all computed before anything is
+folded or quantized (as the reference implementation does).
 """
 
 from __future__ import annotations
@@ -58,35 +58,29 @@ def collect_input_absmax(model: nn.Module, names: list[str], calib: TokenSet,
                          max_windows: int | None = None) -> dict[str, torch.Tensor]:
     """max|x| per input channel (fp32 ``[in_features]``, on CPU) of each linear in ``names``.
 
-    Raises :class:`LowbitError` naming the linear when its calibration input
-    holds Inf or NaN: no finite scale can be derived from it.
+    Statistics come from the shared :class:`lowbit.calibrate.StatsCollector`
+    (linears reading the same tensor share one accumulator) over full forwards
+    of the float model. Raises :class:`LowbitError` naming the first linear
+    whose calibration input holds Inf or NaN: no finite scale exists for it.
     """
-    stats: dict[str, torch.Tensor] = {}
-
-    def record(name: str, x: torch.Tensor) -> None:
-        amax = x.abs().amax(dim=0)
-        if x.numel() and not bool(torch.isfinite(amax).all()):
-            stats[name] = amax  # kept to name the channel below
-            raise _NonFinite(name)
-        old = stats.get(name)
-        stats[name] = amax if old is None else torch.maximum(old, amax)
+    from lowbit.calibrate import StatsCollector
 
     windows = calib.windows if max_windows is None else calib.windows[:max_windows]
-    try:
-        with input_hooks(model, names, record):
-            run_windows(model, windows, "calibration: activation ranges")
-    except _NonFinite as e:
-        bad = int((~torch.isfinite(stats[e.name])).nonzero()[0, 0])
-        raise LowbitError(f"calibration activations entering '{e.name}' contain Inf/NaN (input channel {bad}); "
-                          "no finite activation scale exists. Check the model's weights and the calibration text "
-                          f"({calib.source})") from None
+    device = model_device(model)
+    collector = StatsCollector({n: model.get_submodule(n) for n in names}, hessian=False)
+    with torch.inference_mode(), flush_denormal(), collector:
+        for i in track(range(windows.shape[0]), "calibration: activation ranges", total=windows.shape[0]):
+            model(input_ids=windows[i : i + 1].to(device), use_cache=False)
+            collector.end_batch()
+    stats = collector.stats()
     missing = [n for n in names if n not in stats]
     if missing:
         raise LowbitError(f"calibration never reached {missing[:3]}; is the model's forward using them?")
-    return {n: t.cpu() for n, t in stats.items()}
-
-
-class _NonFinite(Exception):
-    def __init__(self, name: str) -> None:
-        super().__init__(name)
-        self.name = name
+    out = {n: stats[n].max_abs.detach().float().cpu().clone() for n in names}
+    for name in names:
+        bad = ~torch.isfinite(out[name])
+        if bool(bad.any()):
+            raise LowbitError(f"calibration activations entering '{name}' contain Inf/NaN (input channel "
+                              f"{int(bad.nonzero()[0, 0])}); no finite activation scale exists. Check the model's "
+                              f"weights and the calibration text ({calib.source})")
+    return out

@@ -45,6 +45,8 @@ class ArchSpec:
             depends only on earlier ones).
         groups: input-sharing groups, for scaling methods.
         skip: qualified-name suffixes left float by default (output heads).
+        qk: linears whose outputs meet in the attention product ``QKᵀ``; AWQ
+            does not clip them (an error there is squared by the product).
     """
 
     family: str
@@ -54,6 +56,7 @@ class ArchSpec:
     stages: tuple[tuple[str, ...], ...]
     groups: tuple[InputGroup, ...]
     skip: tuple[str, ...]
+    qk: tuple[str, ...] = ()
 
     def block_linears(self) -> tuple[str, ...]:
         """All linears of one block, in stage order."""
@@ -78,6 +81,7 @@ LLAMA = ArchSpec(
         InputGroup("mlp.up_proj", ("mlp.down_proj",), "mlp.down_proj"),
     ),
     skip=("lm_head",),
+    qk=("self_attn.q_proj", "self_attn.k_proj"),
 )
 
 # GPT-2's Conv1D layers are converted to nn.Linear at load time (see loader), so
@@ -93,7 +97,12 @@ GPT2 = ArchSpec(
         InputGroup("ln_2", ("mlp.c_fc",), "mlp"),
     ),
     skip=("lm_head",),
+    qk=("attn.c_attn",),  # fused q/k/v
 )
+
+# BERT is post-norm: a LayerNorm's output is also the residual stream, so no
+# scale can fold into it. Attention mixes tokens, not channels, so a per-channel
+# scale on the value projection's outputs passes through to attention.output.dense.
 
 BERT = ArchSpec(
     family="bert",
@@ -108,9 +117,10 @@ BERT = ArchSpec(
     ),
     groups=(
         InputGroup("", ("attention.self.query", "attention.self.key", "attention.self.value"), "attention"),
-        InputGroup("attention.output.LayerNorm", ("intermediate.dense",), "intermediate"),
+        InputGroup("attention.self.value", ("attention.output.dense",), "attention.output.dense"),
     ),
     skip=("pooler.dense", "cls.predictions.transform.dense", "cls.predictions.decoder", "classifier"),
+    qk=("attention.self.query", "attention.self.key"),
 )
 
 ARCHS: tuple[ArchSpec, ...] = (LLAMA, GPT2, BERT)

@@ -217,5 +217,9 @@ def load_model(spec: str = DEFAULT_MODEL, dtype: torch.dtype = torch.float32, se
         from lowbit.formats.lowbit_format import load_lowbit_folder
 
         return load_lowbit_folder(path, dtype)
+    from lowbit.formats.hf_quantized import load_quantized_folder, quantized_folder_method
+
+    if quantized_folder_method(path):  # GPTQ / AWQ / compressed-tensors checkpoints
+        return load_quantized_folder(path, dtype)
     model, tok, arch = load_hf_folder(path, dtype)
     return LoadedModel(model, tok, str(path), arch)
