@@ -149,8 +149,23 @@ def test_inf_calibration_activations_name_the_linear() -> None:
         quantize_model(loaded, resolve_variant("smoothquant:w8a8"), _calib(loaded))
 
 
-def test_post_norm_architecture_is_refused_not_corrupted() -> None:
-    # BERT's attention.output.LayerNorm also feeds the residual: folding into it changes the model.
-    loaded = load_model("tiny-bert")
+def test_a_fold_that_would_change_the_model_is_refused() -> None:
+    # An architecture table claiming a norm feeds linears it does not feed (here the
+    # attention norm "feeding" the MLP): folding would change the float model.
+    import dataclasses
+
+    from lowbit.models.arch import InputGroup
+
+    loaded = load_model("tiny-llama")
+    wrong = InputGroup("input_layernorm", ("mlp.gate_proj", "mlp.up_proj"), "mlp")
+    loaded.arch = dataclasses.replace(loaded.arch, groups=(wrong,))
     with pytest.raises(LowbitError, match="changed the float model's output"):
         quantize_model(loaded, resolve_variant("smoothquant:w8a8"), _calib(loaded))
+
+
+def test_post_norm_bert_smooths_only_groups_that_fold() -> None:
+    ref, q = load_model("tiny-bert"), load_model("tiny-bert")
+    res = quantize_model(q, resolve_variant("smoothquant:w8a8"), _calib(q))
+    assert res.stats["smoothed_groups"] == 2 and res.stats["fold_drift"] < 1e-5  # value → output.dense per layer
+    a, b = _logits(ref), _logits(q)
+    assert float((a - b).norm() / a.norm()) < 0.1
