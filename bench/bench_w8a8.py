@@ -110,16 +110,21 @@ def main() -> None:
     ap.add_argument("--model", default="smollm2-135m")
     ap.add_argument("--variant", default="smoothquant:w8a8")
     ap.add_argument("--calib-samples", type=int, default=4)
-    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--repeats", type=int, default=5, help="end-to-end repeats (best kept)")
+    ap.add_argument("--layer-repeats", type=int, default=20, help="per-layer repeats (best kept)")
+    ap.add_argument("--threads", type=int, default=0,
+                    help="torch threads (0: torch's default); 1 is steadier on a shared machine")
     ap.add_argument("--decode-steps", type=int, default=16)
     ap.add_argument("--skip-layers", action="store_true")
     ap.add_argument("--out", type=Path, default=Path("bench/results/w8a8_cpu.json"))
     args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     with flush_denormal():
         float_loaded = load_model(args.model)
         data = prepare_data(float_loaded.tokenizer, calib_samples=args.calib_samples, eval_tokens=512,
                             window_tokens=512)
-        layers = [] if args.skip_layers else per_layer(float_loaded.model, args.repeats)
+        layers = [] if args.skip_layers else per_layer(float_loaded.model, args.layer_repeats)
         q = load_model(args.model)
         quantize_model(q, resolve_variant(args.variant), data.calib)
         e2e = end_to_end(float_loaded.model, q.model, data.eval.windows[:1], args.decode_steps, args.repeats)

@@ -130,9 +130,10 @@ class W8A8Scheme(Scheme):
         """int8 codes ``[M, K]`` and fp32 scales ``[M, 1]`` of activations ``x`` ``[M, K]``."""
         x = x.float()
         scale = self.act_scale(x, input_scale)
-        q = torch.round(x / scale).clamp_(*ACT_RANGE)
-        # NaN codes only occur in rows whose scale is already non-finite.
-        return q.nan_to_num_(0.0).to(torch.int8), scale
+        q = torch.div(x, scale).round_().clamp_(*ACT_RANGE)
+        # A NaN code (cast to an arbitrary int8) only occurs in a row whose scale is
+        # already non-finite, so that row's outputs are non-finite whatever the code.
+        return q.to(torch.int8), scale
 
     def fake_quant_act(self, x: torch.Tensor, input_scale: torch.Tensor | None = None) -> torch.Tensor:
         """Activations rounded to the int8 grid and scaled back (float32)."""
