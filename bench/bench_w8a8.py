@@ -115,7 +115,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=0,
                     help="torch threads (0: torch's default); 1 is steadier on a shared machine")
     ap.add_argument("--decode-steps", type=int, default=16)
-    ap.add_argument("--skip-layers", action="store_true")
+    ap.add_argument("--skip-layers", action="store_true", help="no per-layer timings")
+    ap.add_argument("--skip-e2e", action="store_true", help="no end-to-end timings (no calibration either)")
     ap.add_argument("--out", type=Path, default=Path("bench/results/w8a8_cpu.json"))
     args = ap.parse_args()
     if args.threads:
@@ -125,9 +126,11 @@ def main() -> None:
         data = prepare_data(float_loaded.tokenizer, calib_samples=args.calib_samples, eval_tokens=512,
                             window_tokens=512)
         layers = [] if args.skip_layers else per_layer(float_loaded.model, args.layer_repeats)
-        q = load_model(args.model)
-        quantize_model(q, resolve_variant(args.variant), data.calib)
-        e2e = end_to_end(float_loaded.model, q.model, data.eval.windows[:1], args.decode_steps, args.repeats)
+        e2e: list[dict[str, Any]] = []
+        if not args.skip_e2e:
+            q = load_model(args.model)
+            quantize_model(q, resolve_variant(args.variant), data.calib)
+            e2e = end_to_end(float_loaded.model, q.model, data.eval.windows[:1], args.decode_steps, args.repeats)
     fp = {(r["phase"], r["tokens"]): r["tokens_per_s"] for r in e2e if r["path"] == "fp32"}
     for r in e2e:
         r["speedup_vs_fp32"] = r["tokens_per_s"] / fp[(r["phase"], r["tokens"])]
