@@ -133,9 +133,7 @@ def _float_tensors(loaded: LoadedModel, arch: GGUFArch, hp: HParams, owned: set[
 
 def save_gguf(loaded: LoadedModel, out: Path, overwrite: bool = False, inputs: list[Path] | None = None) -> Path:
     """Write ``loaded`` (quantized by method gguf) to the GGUF file ``out``, atomically."""
-    import gguf
-
-    from lowbit.formats.gguf_tokenizer import copy_tokenizer_kv, general_kv, hf_tokenizer_kv
+    from lowbit.formats.gguf_tokenizer import copy_tokenizer_kv, general_kv, hf_tokenizer_kv, writer_class
     from lowbit.methods.gguf import file_type_of
     from lowbit.methods.gguf.rules import sort_key
 
@@ -153,7 +151,7 @@ def save_gguf(loaded: LoadedModel, out: Path, overwrite: bool = False, inputs: l
     tensors = {**_float_tensors(loaded, arch, hp, owned), **quantized}
     source = gguf_source(loaded)
     with atomic_file(out) as tmp:
-        w = gguf.GGUFWriter(str(tmp), arch.name, use_temp_file=False)
+        w = writer_class()(str(tmp), arch.name, use_temp_file=False)
         w.add_type("model")
         meta = general_kv(source) if source is not None else {}
         w.add_name(meta.pop("general.name", loaded.name))

@@ -14,11 +14,11 @@ Two sources, best first:
   unaffected). SentencePiece/Unigram vocabularies are refused with a clear
   error.
 
-A byte-level vocabulary with no merges at all (lowbit's tiny test models) gets
-one merge of two end-of-text tokens, which can never apply (BPE merges only
-join symbols that a previous merge produced or single characters), because
-llama.cpp refuses a BPE vocabulary without a merges key and the ``gguf``
-writer refuses empty arrays.
+A byte-level vocabulary with no merges at all (lowbit's tiny test models) is
+written with an *empty* merges array: llama.cpp refuses a BPE vocabulary
+without the key, and transformers rejects any merge whose parts are not in
+the vocabulary, so no placeholder would do. The ``gguf`` writer refuses empty
+arrays, hence :class:`Writer`.
 """
 
 from __future__ import annotations
@@ -63,8 +63,24 @@ def general_kv(source: Path) -> dict[str, Any]:
     return {k: str(reader.fields[k].contents()) for k in keep if k in reader.fields}
 
 
+def writer_class() -> Any:
+    """``gguf.GGUFWriter`` that can also write an empty array of a declared element type."""
+    import gguf
+
+    class Writer(gguf.GGUFWriter):  # type: ignore[misc]
+        def _pack_val(self, val: Any, vtype: Any, add_vtype: bool, sub_type: Any = None) -> bytes:
+            if vtype == gguf.GGUFValueType.ARRAY and sub_type is not None and len(val) == 0:
+                head = self._pack("I", vtype) if add_vtype else b""
+                return head + self._pack("I", sub_type) + self._pack("Q", 0)
+            return bytes(super()._pack_val(val, vtype, add_vtype, sub_type))
+
+    return Writer
+
+
 def hf_tokenizer_kv(writer: Any, tokenizer: Any, n_vocab: int) -> None:
     """Write a byte-level BPE Hugging Face tokenizer as llama.cpp's ``gpt2`` tokenizer model."""
+    import gguf
+
     backend = getattr(tokenizer, "backend_tokenizer", None)
     if backend is None:
         raise LowbitError("GGUF export needs a fast (tokenizers) tokenizer; this model's tokenizer has none")
@@ -85,14 +101,12 @@ def hf_tokenizer_kv(writer: Any, tokenizer: Any, n_vocab: int) -> None:
             tokens.append(tok)
             types.append(NORMAL if tok not in added else (CONTROL if added[tok].special else USER_DEFINED))
     merges = [m if isinstance(m, str) else " ".join(m) for m in model.get("merges") or []]
-    if not merges:
-        eos = tokenizer.eos_token or tokens[-1]
-        merges = [f"{eos} {eos}"]  # see module docstring: never applies, keeps llama.cpp's loader happy
     writer.add_tokenizer_model("gpt2")
     writer.add_tokenizer_pre("default")
     writer.add_token_list(tokens)
     writer.add_token_types(types)
-    writer.add_token_merges(merges)
+    # add_key_value, not add_token_merges: an empty list must still be written (see Writer)
+    writer.add_key_value("tokenizer.ggml.merges", merges, gguf.GGUFValueType.ARRAY, sub_type=gguf.GGUFValueType.STRING)
     for attr, add in (("bos_token_id", writer.add_bos_token_id), ("eos_token_id", writer.add_eos_token_id),
                       ("unk_token_id", writer.add_unk_token_id), ("pad_token_id", writer.add_pad_token_id)):
         tid = getattr(tokenizer, attr, None)
@@ -104,4 +118,4 @@ def hf_tokenizer_kv(writer: Any, tokenizer: Any, n_vocab: int) -> None:
         writer.add_chat_template(template)
 
 
-__all__ = ["copy_tokenizer_kv", "general_kv", "hf_tokenizer_kv"]
+__all__ = ["copy_tokenizer_kv", "general_kv", "hf_tokenizer_kv", "writer_class"]
