@@ -13,6 +13,7 @@ from lowbit.data.windows import TokenSet
 from lowbit.errors import LowbitError
 from lowbit.methods.base import COMMON_OPTIONS, Method, QuantContext
 from lowbit.methods.gguf import GGUF
+from lowbit.methods.gptq import GPTQ
 from lowbit.methods.rtn import RTN
 from lowbit.models.loader import LoadedModel
 from lowbit.registry import Registry
@@ -23,6 +24,7 @@ from lowbit.variant import VariantString
 METHODS: Registry[Method] = Registry("method")
 METHODS.add("rtn", RTN(), "nearest")
 METHODS.add("gguf", GGUF(), "llama.cpp")
+METHODS.add("gptq", GPTQ())
 
 
 @dataclass(frozen=True)
@@ -84,7 +86,7 @@ class QuantResult:
     def bits_per_weight(self) -> float:
         """Stored bits per quantized weight, every scale, zero and index counted."""
         # Each tensor names its own scheme: mixtures (GGUF Q4_K_M) differ per tensor.
-        bits = sum(get_scheme(q.scheme).storage_bits(q.shape) for q in self.tensors.values())
+        bits = sum(get_scheme(q.scheme).tensor_storage_bits(q) for q in self.tensors.values())
         return bits / sum(q.numel for q in self.tensors.values())
 
 

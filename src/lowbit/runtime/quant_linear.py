@@ -107,7 +107,7 @@ def storage_bytes(model: nn.Module) -> int:
     owned: set[int] = set()
     for _, mod in quantized_modules(model):
         q = mod.quantized
-        total += (mod.scheme.storage_bits(q.shape) + 7) // 8
+        total += (mod.scheme.tensor_storage_bits(q) + 7) // 8
         for t in mod.state_dict().values():
             owned.add(t.data_ptr())
         if mod.bias is not None:
