@@ -35,7 +35,7 @@ def run_quantize(model: str, variant: str, out: Path, fmt: str = "lowbit", calib
     loaded = load_model(model, seed=seed)
     loaded.model.to(dev)
     calib_set = None
-    if v.method.needs_calibration:
+    if v.method.uses_calibration(v.options):
         # Calibration-only use: the whole source (no eval part to hold out) unless the user split it.
         data = prepare_data(loaded.tokenizer, calib or DEFAULT_EVAL, None, 1, calib_samples or DEFAULT_CALIB_SAMPLES,
                             window_tokens, seed, text_field)

@@ -87,6 +87,10 @@ class Method(ABC):
 
         return parse_scheme(text)
 
+    def uses_calibration(self, options: dict[str, Any]) -> bool:
+        """Whether this variant reads calibration data (some methods only with some options)."""
+        return self.needs_calibration
+
     def act_bits(self, scheme: Scheme, options: dict[str, Any]) -> int:
         """Bits of the activations at run time (16 = left float)."""
         return 16

@@ -88,6 +88,10 @@ class GGUF(Method):
                                   "its type instead of falling back as llama.cpp does"),
     }
 
+    def uses_calibration(self, options: dict[str, Any]) -> bool:
+        """Only ``+imatrix`` (collected from text) reads calibration windows."""
+        return options.get("imatrix") == FROM_CALIB
+
     def resolve_scheme(self, text: str) -> Scheme:
         """The scheme part names a llama.cpp file type (``Q4_K_M``, ``Q6_K``, ``F16`` …)."""
         body = text.split(":", 1)[1] if ":" in text else text

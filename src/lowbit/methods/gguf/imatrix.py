@@ -8,18 +8,15 @@ statistic with forward pre-hooks on the float model's linears, and
 :mod:`.imatrix_file` reads and writes both of llama.cpp's file formats, so an
 imatrix made here works in llama.cpp and one made there works here.
 
-Collection is written against one small boundary,
+Collection goes through one small boundary,
 ``mean_sq_inputs(loaded, calib, linears, device) → {name: (Σx², tokens)}``,
-implemented with hooks on a plain float forward (activations of the float
-model, as llama-imatrix uses). The shared layer-by-layer pipeline
-(``lowbit.calibrate``) computes the same numbers with less memory; swapping
-means replacing that one function.
+implemented with the shared layer-by-layer pipeline (``lowbit.calibrate``):
+the callback only gathers statistics and never quantizes, so every block sees
+the float model's activations, as llama-imatrix does.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -29,10 +26,6 @@ from torch import nn
 from lowbit.data.windows import TokenSet
 from lowbit.errors import LowbitError
 from lowbit.models.loader import LoadedModel
-from lowbit.utils.progress import track
-
-#: Windows per forward while collecting (memory/speed trade-off on CPU).
-BATCH = 4
 
 
 @dataclass
@@ -67,36 +60,25 @@ class Imatrix:
         return len(self.sums)
 
 
-@contextmanager
-def _hooks(linears: dict[str, nn.Module], sums: dict[str, torch.Tensor], counts: dict[str, int]) -> Iterator[None]:
-    def make(name: str):  # type: ignore[no-untyped-def]
-        def pre_hook(_mod: nn.Module, args: tuple[torch.Tensor, ...]) -> None:
-            x = args[0].detach()
-            x = x.reshape(-1, x.shape[-1]).double()
-            sums[name] += (x * x).sum(0).to(sums[name].device)
-            counts[name] += x.shape[0]
-        return pre_hook
-
-    handles = [mod.register_forward_pre_hook(make(n)) for n, mod in linears.items()]
-    try:
-        yield
-    finally:
-        for h in handles:
-            h.remove()
-
-
 def mean_sq_inputs(loaded: LoadedModel, calib: TokenSet, linears: dict[str, nn.Linear],
                    device: torch.device) -> dict[str, tuple[np.ndarray, int]]:
-    """Σx² per input column and the token count of every linear in ``linears`` (float model forward)."""
+    """Σx² per input column and the token count of every linear in ``linears`` (float activations)."""
+    from lowbit.calibrate import BlockContext, run_pipeline
+
     if calib.windows.numel() == 0:
         raise LowbitError("the calibration set is empty; an importance matrix needs calibration text (--calib)")
-    sums = {n: torch.zeros(m.in_features, dtype=torch.float64) for n, m in linears.items()}
-    counts = dict.fromkeys(linears, 0)
-    windows = calib.windows
-    with _hooks(linears, sums, counts), torch.inference_mode():
-        for s in track(range(0, windows.shape[0], BATCH), "imatrix: calibration windows"):
-            loaded.model(input_ids=windows[s:s + BATCH].to(device), use_cache=False)
-    return {n: (sums[n].numpy(), counts[n]) for n in linears}
+    out: dict[str, tuple[np.ndarray, int]] = {}
+
+    def on_block(ctx: BlockContext) -> None:
+        if ctx.targets:
+            for name, st in ctx.collect(list(ctx.targets), hessian=False).items():
+                out[name] = (st.sum_sq.double().cpu().numpy(), int(st.tokens))
+
+    run_pipeline(loaded, calib, linears, on_block, device, description="imatrix")
+    missing = sorted(set(linears) - set(out))
+    if missing:
+        raise LowbitError(f"imatrix: no calibration inputs reached '{missing[0]}' (is it outside the model's blocks?)")
+    return out
 
 
 def collect_imatrix(loaded: LoadedModel, calib: TokenSet, linears: dict[str, nn.Linear], names: dict[str, str],
@@ -133,4 +115,4 @@ def check_against_model(im: Imatrix, expected: dict[str, int], source: str) -> l
     return sorted(set(expected) - set(matched))
 
 
-__all__ = ["BATCH", "Imatrix", "check_against_model", "collect_imatrix", "mean_sq_inputs"]
+__all__ = ["Imatrix", "check_against_model", "collect_imatrix", "mean_sq_inputs"]
