@@ -129,3 +129,15 @@ def test_collected_imatrix_written_and_reused(tmp_path: Path) -> None:
     again = quantize_model(load_model("tiny-llama"), resolve_variant(f"gguf:Q4_K_M+imatrix={path}"), None)
     for name, q in res.tensors.items():
         assert np.array_equal(q.codes.numpy(), again.tensors[name].codes.numpy()), name
+
+
+def test_cli_imatrix_file_feeds_a_variant(tmp_path: Path) -> None:
+    from lowbit.cli import main
+
+    out = tmp_path / "tiny.imatrix.gguf"
+    assert main(["--quiet", "imatrix", "--model", "tiny-llama", "--calib-samples", "2", "--window-tokens", "64",
+                 "--out", str(out)]) == 0
+    im = read_imatrix(out)
+    assert len(im) == 14 and im.chunks == 2 and im.chunk_size == 64 and im.counts["blk.1.ffn_down.weight"] == 128
+    res = quantize_model(load_model("tiny-llama"), resolve_variant(f"gguf:Q4_K_M+imatrix={out}"), None)
+    assert res.stats["imatrix"]["entries"] == 14

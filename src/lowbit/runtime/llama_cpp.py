@@ -149,4 +149,50 @@ def measure_speed(path: Path, prompt: list[int], n_gen: int = 32, n_threads: int
     return Speed(best_p, best_d, len(prompt), n_gen, threads, detail)
 
 
-__all__ = ["Speed", "extra_bufts_enabled", "load", "log_softmax", "measure_speed", "token_logprobs"]
+#: Tokens for the speed figure recorded in `lowbit compare` rows.
+SPEED_PROMPT_TOKENS = 128
+SPEED_GEN_TOKENS = 16
+
+
+def speed_threads() -> int:
+    """Threads for llama.cpp speed figures: ``LOWBIT_LLAMA_THREADS``, else torch's (the reference runtime's)."""
+    import torch
+
+    env = os.environ.get("LOWBIT_LLAMA_THREADS")
+    return int(env) if env and env.isdigit() and int(env) > 0 else max(1, torch.get_num_threads())
+
+
+def speed_fields(loaded: Any, eval_set: Any, row: dict[str, Any]) -> dict[str, Any]:
+    """``{"speeds": [...]}`` for a compare row of a GGUF variant, llama.cpp's measured speed included.
+
+    Empty for non-GGUF variants and when llama-cpp-python is not installed.
+    The file is written to a temporary folder and deleted afterwards.
+    """
+    import tempfile
+
+    from lowbit.methods.gguf import file_type_of
+
+    if file_type_of(loaded) is None:
+        return {}
+    try:
+        _import()
+    except MissingExtraError:
+        return {}
+    from lowbit.formats.gguf_format import save_gguf
+
+    speeds: list[dict[str, Any]] = [{"runtime": row.get("runtime"), "tokens_per_s": row.get("tokens_per_s")}]
+    prompt = [int(t) for t in eval_set.windows.reshape(-1)[:SPEED_PROMPT_TOKENS]]
+    try:
+        with tempfile.TemporaryDirectory(prefix="lowbit-gguf-") as tmp:
+            path = save_gguf(loaded, Path(tmp) / "variant.gguf")
+            speed = measure_speed(path, prompt, SPEED_GEN_TOKENS, speed_threads())
+    except Exception as e:  # noqa: BLE001 - a speed figure must not lose the variant's accuracy results
+        speeds.append({"runtime": "llama.cpp", "error": f"{type(e).__name__}: {e}"})
+        return {"speeds": speeds}
+    speeds.append(speed.as_row())
+    said = f"llama.cpp {speed.prefill_tokens_per_s:.0f} pp / {speed.decode_tokens_per_s:.1f} tg tok/s ({speed.threads} thr)"
+    return {"speeds": speeds, "note": f"{row['note']}; {said}" if row.get("note") else said}
+
+
+__all__ = ["Speed", "extra_bufts_enabled", "load", "log_softmax", "measure_speed", "speed_fields", "speed_threads",
+           "token_logprobs"]

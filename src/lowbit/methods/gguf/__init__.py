@@ -139,7 +139,8 @@ class GGUF(Method):
 
     def _check_fallbacks(self, ctx: QuantContext, plan: TypePlan, shapes: dict[str, tuple[int, int]]) -> None:
         lines = plan.describe_fallbacks(shapes)
-        total = len(shapes)
+        # llama-quantize counts against every tensor of the file (norms included): tied pairs once
+        total = len({p.data_ptr() for p in ctx.model.parameters()})
         ctx.stats["fallback_tensors"] = len(plan.fallbacks)
         ctx.stats["gguf_tensor_types"] = dict(plan.types)
         ctx.stats["gguf_fallbacks"] = lines
@@ -147,7 +148,8 @@ class GGUF(Method):
             raise LowbitError(f"gguf: {len(lines)} of {total} tensors would need fallback quantization "
                               f"(+no_fallback): {lines[0]}" + (f" (and {len(lines) - 1} more)" if len(lines) > 1 else ""))
         if lines:
-            warn(f"gguf: {len(lines)} of {total} 2-D tensor(s) required fallback quantization, e.g. {lines[0]}")
+            warn(f"gguf: {len(lines)} of {total} tensor(s) required fallback quantization, e.g. {lines[0]}")
+            ctx.stats["note"] = f"{len(lines)} of {total} tensors fell back (rows not whole blocks of their type)"
 
     def _importance(self, ctx: QuantContext, names: dict[str, str], wanted: dict[str, nn.Module]) -> Imatrix | None:
         """The importance matrix the options ask for, keyed by GGUF name (None without +imatrix)."""
