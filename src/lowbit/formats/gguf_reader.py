@@ -21,20 +21,36 @@ _SCALARS = {0: "B", 1: "b", 2: "H", 3: "h", 4: "I", 5: "i", 6: "f", 7: "?", 10: 
 _MAX_DIMS = 4
 
 
-class _Header:
-    def __init__(self, data: memoryview, path: Path) -> None:
-        self.data, self.pos, self.path = data, 0, path
+class ByteCursor:
+    """Little-endian reads from a byte buffer that never run past its end.
 
-    def take(self, n: int, what: str) -> memoryview:
+    Every read names what it is reading, so a short or corrupt file gets an
+    error like "truncated or corrupt GGUF: name of tensor 3 needs 17 bytes".
+    """
+
+    def __init__(self, data: memoryview | bytes, path: Path, kind: str = "GGUF") -> None:
+        self.data, self.pos, self.path, self.kind = data, 0, path, kind
+
+    def take(self, n: int, what: str) -> memoryview | bytes:
+        """The next ``n`` bytes."""
         if n < 0 or self.pos + n > len(self.data):
-            raise LowbitError(f"{self.path}: truncated or corrupt GGUF: {what} needs {n} bytes at offset {self.pos}, "
-                              f"file has {len(self.data)}")
+            raise LowbitError(f"{self.path}: truncated or corrupt {self.kind}: {what} needs {n} bytes at offset "
+                              f"{self.pos}, file has {len(self.data)}")
         out = self.data[self.pos:self.pos + n]
         self.pos += n
         return out
 
     def unpack(self, fmt: str, what: str) -> Any:
+        """One value of struct format ``fmt`` (little-endian)."""
         return struct.unpack("<" + fmt, self.take(struct.calcsize("<" + fmt), what))[0]
+
+    @property
+    def left(self) -> int:
+        """Bytes not read yet."""
+        return len(self.data) - self.pos
+
+
+class _Header(ByteCursor):
 
     def string(self, what: str) -> str:
         n = self.unpack("Q", f"length of {what}")
@@ -147,4 +163,4 @@ def open_gguf(path: Path) -> Any:
         raise LowbitError(f"could not read GGUF file {path}: {e}") from e
 
 
-__all__ = ["open_gguf", "validate_gguf"]
+__all__ = ["ByteCursor", "open_gguf", "validate_gguf"]

@@ -82,50 +82,30 @@ def _read_gguf(path: Path) -> Imatrix:
     return im
 
 
-class _Cursor:
-    """Bounds-checked little-endian reads from a byte string."""
-
-    def __init__(self, data: bytes, path: Path) -> None:
-        self.data, self.pos, self.path = data, 0, path
-
-    def take(self, n: int, what: str) -> bytes:
-        if n < 0 or self.pos + n > len(self.data):
-            raise LowbitError(f"{self.path}: truncated or corrupt imatrix: {what} needs {n} bytes at offset "
-                              f"{self.pos}, file has {len(self.data)}")
-        out = self.data[self.pos:self.pos + n]
-        self.pos += n
-        return out
-
-    def i32(self, what: str) -> int:
-        return int(struct.unpack("<i", self.take(4, what))[0])
-
-    @property
-    def left(self) -> int:
-        return len(self.data) - self.pos
-
-
 def _read_dat(path: Path) -> Imatrix:
-    cur = _Cursor(path.read_bytes(), path)
-    n_entries = cur.i32("entry count")
+    from lowbit.formats.gguf_reader import ByteCursor
+
+    cur = ByteCursor(path.read_bytes(), path, "imatrix")
+    n_entries = cur.unpack("i", "entry count")
     if n_entries < 1 or n_entries * 12 > cur.left:
         raise LowbitError(f"{path}: not an imatrix file (entry count {n_entries} for a {len(cur.data)}-byte file)")
     im = Imatrix()
     for i in range(n_entries):
-        length = cur.i32(f"name length of entry {i}")
-        name = cur.take(length, f"name of entry {i}").decode("utf-8", errors="replace")
-        ncall = cur.i32(f"ncall of '{name}'")
-        nval = cur.i32(f"value count of '{name}'")
+        length = cur.unpack("i", f"name length of entry {i}")
+        name = bytes(cur.take(length, f"name of entry {i}")).decode("utf-8", errors="replace")
+        ncall = cur.unpack("i", f"ncall of '{name}'")
+        nval = cur.unpack("i", f"value count of '{name}'")
         if nval < 1:
             raise LowbitError(f"{path}: entry '{name}' has {nval} values")
-        values = np.frombuffer(cur.take(4 * nval, f"values of '{name}'"), dtype="<f4").astype(np.float64)
+        values = np.frombuffer(bytes(cur.take(4 * nval, f"values of '{name}'")), dtype="<f4").astype(np.float64)
         im.sums[name] = values
         im.counts[name] = ncall if ncall > 0 else 1  # llama.cpp uses the values as they are when ncall is 0
     if cur.left >= 4:
-        im.chunks = cur.i32("chunk count")
+        im.chunks = cur.unpack("i", "chunk count")
         if cur.left >= 4:
-            length = cur.i32("dataset name length")
+            length = cur.unpack("i", "dataset name length")
             if 0 < length <= cur.left:
-                im.datasets = [cur.take(length, "dataset name").decode("utf-8", errors="replace")]
+                im.datasets = [bytes(cur.take(length, "dataset name")).decode("utf-8", errors="replace")]
     return im
 
 
