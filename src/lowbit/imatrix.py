@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from lowbit.data import DEFAULT_CALIB_SAMPLES, DEFAULT_EVAL, prepare_data
+from lowbit.data import DEFAULT_CALIB_SAMPLES, prepare_calibration
 from lowbit.data.windows import DEFAULT_WINDOW
 from lowbit.devices import select_device
 from lowbit.errors import LowbitError
@@ -44,11 +44,9 @@ def run_imatrix(model: str, out: Path, calib: str | None = None, calib_samples: 
                if isinstance(m, nn.Linear) and names.get(n, "").startswith("blk.")}
     if not linears:
         raise LowbitError(f"{loaded.name} has no block linears to collect an importance matrix for")
-    data = prepare_data(loaded.tokenizer, calib or DEFAULT_EVAL, None, 1, calib_samples or DEFAULT_CALIB_SAMPLES,
-                        window_tokens, seed, text_field)
-    if data.calib is None:
-        raise LowbitError("the calibration text is too short for one window; give more text or a smaller --window-tokens")
-    im = collect_imatrix(loaded, data.calib, linears, names, dev)
+    calib_set = prepare_calibration(loaded.tokenizer, calib, calib_samples or DEFAULT_CALIB_SAMPLES, window_tokens,
+                                    seed, text_field)
+    im = collect_imatrix(loaded, calib_set, linears, names, dev)
     path = write_imatrix(im, out, fmt)
     return {"out": str(path), "format": fmt or ("dat" if out.suffix == ".dat" else "gguf"), "entries": len(im),
-            "chunks": im.chunks, "chunk_size": im.chunk_size, "calib": data.calib.source}
+            "chunks": im.chunks, "chunk_size": im.chunk_size, "calib": calib_set.source}
