@@ -7,19 +7,18 @@ llama-cpp-python, ctypes), lowbit through ``lowbit.schemes.gguf.quantize``
 ratio lowbit / llama.cpp (goal in issue 5: ≤ 2), after checking the bytes are
 identical. Writes JSON with the command, machine and library versions.
 
-    python bench/gguf_encode_speed.py --rows 1024 --cols 4096 --out bench/results/gguf_encode_speed.json
+    python bench/gguf_encode_speed.py [--rows 512] [--cols 4096] [--imatrix] [--repeats 3]
+
+Writes bench/results/gguf_encode_speed.json.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import shlex
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
+from _common import write_result
 
 
 def _best(fn, repeats: int) -> float:  # type: ignore[no-untyped-def]
@@ -31,11 +30,11 @@ def _best(fn, repeats: int) -> float:  # type: ignore[no-untyped-def]
     return best
 
 
-def main(argv: list[str] | None = None) -> int:
+def main() -> None:
+    import llama_cpp
+
     from lowbit.schemes.gguf import TYPES, quantize
     from lowbit.schemes.gguf.libggml import GGML
-    from lowbit.utils.atomic import write_text_atomic
-    from lowbit.utils.machine import machine_info
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rows", type=int, default=512)
@@ -43,8 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--types", default=",".join(TYPES), help="comma-separated GGUF types")
     ap.add_argument("--imatrix", action="store_true", help="also time the imatrix (weighted) paths")
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--out", type=Path, default=Path("bench/results/gguf_encode_speed.json"))
-    args = ap.parse_args(argv)
+    args = ap.parse_args()
 
     rng = np.random.default_rng(0)
     x = (rng.standard_t(3, (args.rows, args.cols)) * 0.02).astype(np.float32)
@@ -62,16 +60,12 @@ def main(argv: list[str] | None = None) -> int:
             rows.append(row)
             print(f"{qtype:7s} imatrix={row['imatrix']!s:5s} lowbit {t_ours:7.3f}s  llama.cpp {t_ref:7.3f}s  "
                   f"ratio {row['ratio']:6.1f}x  identical={row['identical_bytes']}", flush=True)
-    import llama_cpp
-
-    report = {"command": "python " + " ".join(shlex.quote(a) for a in sys.argv), "machine": machine_info(),
-              "numpy": np.__version__, "llama_cpp_python": llama_cpp.__version__,
-              "shape": [args.rows, args.cols], "threads": 1, "results": rows,
-              "note": "single thread each; wall-clock on a shared machine is only indicative"}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(args.out, json.dumps(report, indent=2) + "\n")
-    return 0
+    write_result("gguf_encode_speed", {
+        "numpy": np.__version__, "llama_cpp_python": llama_cpp.__version__, "shape": [args.rows, args.cols],
+        "threads": 1, "target_ratio": 2.0, "results": rows,
+        "note": "one thread each; lowbit is vectorized numpy, llama.cpp is ggml_quantize_chunk (C)",
+    })
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()
