@@ -186,9 +186,9 @@ def test_gpt2_file_runs_in_llama_cpp(workdir: Path) -> None:
 
 
 def test_only_gguf_variants_can_be_written(tmp_path: Path) -> None:
-    with pytest.raises(LowbitError, match="method gguf"):
+    with pytest.raises(LowbitError, match="stores GGUF block types.*method gguf"):
         save_gguf(_quantized("rtn:w4g64"), tmp_path / "x.gguf")
-    with pytest.raises(LowbitError, match="method gguf"):
+    with pytest.raises(LowbitError, match="quantize with method gguf first"):
         save_gguf(load_model("tiny-llama"), tmp_path / "y.gguf")
     assert not (tmp_path / "x.gguf").exists()
 
@@ -202,3 +202,23 @@ def test_cli_writes_a_gguf(tmp_path: Path) -> None:
     assert _tensors(out)["blk.1.ffn_down.weight"][0] == "Q6_K"
     assert main(["--quiet", "quantize", "--model", "tiny-llama", "--variant", "gguf:Q4_K_M", "--format", "gguf",
                  "--out", str(out)]) == 2  # exists: refused without --overwrite
+
+
+def test_gptq_on_a_legacy_gguf_grid_writes_a_file_llama_cpp_runs(workdir: Path) -> None:
+    from lowbit.data import prepare_data
+    from lowbit.runtime.llama_cpp import token_logprobs
+
+    pytest.importorskip("llama_cpp")
+    loaded = load_model("tiny-llama")
+    calib = prepare_data(loaded.tokenizer, calib_samples=4, eval_tokens=256, window_tokens=64).calib
+    quantize_model(loaded, resolve_variant("gptq:gguf:Q4_0"), calib)
+    path = save_gguf(loaded, workdir / "gptq-q40.gguf")
+    r = gguf.GGUFReader(str(path))
+    assert "general.file_type" not in r.fields  # not a llama-quantize mixture: llama.cpp guesses it
+    types = {t.name: t.tensor_type.name for t in r.tensors}
+    assert types["blk.0.attn_q.weight"] == "Q4_0" and types["token_embd.weight"] == "F32"
+    ids = torch.randint(0, 256, (1, 32), generator=torch.Generator().manual_seed(6))
+    with torch.inference_mode():
+        ours = torch.log_softmax(loaded.model(ids).logits.double(), -1)[:, :-1].numpy()
+    theirs = token_logprobs(path, ids.numpy(), n_threads=1)
+    assert (theirs.argmax(-1) == ours.argmax(-1)).mean() > 0.9

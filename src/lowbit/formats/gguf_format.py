@@ -139,15 +139,17 @@ def save_gguf(loaded: LoadedModel, out: Path, overwrite: bool = False, inputs: l
 
     out = Path(out)
     check_output_path(out, inputs, overwrite)
-    ftype_name = file_type_of(loaded)
-    if ftype_name is None:
-        raise LowbitError("the gguf format writes models quantized by method gguf; use e.g. --variant gguf:Q4_K_M "
-                          "(or gguf:F16 / gguf:F32 for an unquantized file)")
-    ftype = get_file_type(ftype_name)
     model = loaded.model
     arch = gguf_arch(model.config.model_type)
     hp = hparams(model.config)
     quantized, owned = _quantized_tensors(loaded, arch, hp)
+    if not quantized:
+        raise LowbitError("the gguf format writes quantized models; quantize with method gguf first, e.g. "
+                          "--variant gguf:Q4_K_M (or gguf:F16 / gguf:F32 for an unquantized file)")
+    # A llama.cpp file type only when method gguf applied one; other methods on GGUF grids
+    # (gptq:gguf:Q4_0) leave general.file_type out and llama.cpp guesses it from the tensors.
+    ftype_name = file_type_of(loaded)
+    ftype = get_file_type(ftype_name) if ftype_name is not None else None
     tensors = {**_float_tensors(loaded, arch, hp, owned), **quantized}
     source = gguf_source(loaded)
     with atomic_file(out) as tmp:
@@ -158,9 +160,9 @@ def save_gguf(loaded: LoadedModel, out: Path, overwrite: bool = False, inputs: l
         for key, value in meta.items():
             w.add_string(key, value)
         _arch_kv(w, arch, hp)
-        w.add_file_type(ftype.ftype_id)
-        if ftype.default not in ("F32", "F16", "BF16"):
-            w.add_quantization_version(QUANTIZATION_VERSION)
+        if ftype is not None:
+            w.add_file_type(ftype.ftype_id)
+        w.add_quantization_version(QUANTIZATION_VERSION)  # llama-quantize and convert_hf_to_gguf always write it
         w.add_string("general.quantized_by", f"lowbit {__version__} ({loaded.variant})")
         imatrix = (loaded.extra.get("gguf") or {}).get("imatrix")
         if imatrix:
