@@ -165,14 +165,15 @@ def speed_threads() -> int:
 def speed_fields(loaded: Any, eval_set: Any, row: dict[str, Any]) -> dict[str, Any]:
     """``{"speeds": [...]}`` for a compare row of a GGUF variant, llama.cpp's measured speed included.
 
-    Empty for non-GGUF variants and when llama-cpp-python is not installed.
-    The file is written to a temporary folder and deleted afterwards.
+    Empty for non-GGUF variants, when llama-cpp-python is not installed, and
+    with ``LOWBIT_LLAMA_SPEED=0``. The file is written to a temporary folder
+    and deleted afterwards.
     """
     import tempfile
 
     from lowbit.methods.gguf import file_type_of
 
-    if file_type_of(loaded) is None:
+    if file_type_of(loaded) is None or os.environ.get("LOWBIT_LLAMA_SPEED", "1") == "0":
         return {}
     try:
         _import()
