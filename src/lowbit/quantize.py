@@ -51,4 +51,6 @@ def run_quantize(model: str, variant: str, out: Path, fmt: str = "lowbit", calib
         "calib_seconds": result.calib_seconds,
         "quant_seconds": result.quant_seconds,
         "calib": calib_set.source if calib_set is not None else None,
+        # method-specific facts a user should see (GGUF: tensors that fell back to another type)
+        **{k: result.stats[k] for k in ("fallback_tensors", "note") if k in result.stats},
     }

@@ -222,3 +222,22 @@ def test_gptq_on_a_legacy_gguf_grid_writes_a_file_llama_cpp_runs(workdir: Path) 
         ours = torch.log_softmax(loaded.model(ids).logits.double(), -1)[:, :-1].numpy()
     theirs = token_logprobs(path, ids.numpy(), n_threads=1)
     assert (theirs.argmax(-1) == ours.argmax(-1)).mean() > 0.9
+
+
+def test_compare_row_gets_llama_cpp_speed(monkeypatch: pytest.MonkeyPatch) -> None:
+    from lowbit.data.windows import TokenSet
+    from lowbit.runtime.llama_cpp import speed_fields
+
+    pytest.importorskip("llama_cpp")
+    monkeypatch.setenv("LOWBIT_LLAMA_THREADS", "1")
+    loaded = _quantized("gguf:Q4_K_M")
+    ev = TokenSet("t", torch.randint(0, 256, (2, 64), generator=torch.Generator().manual_seed(7)), 1)
+    out = speed_fields(loaded, ev, {"runtime": "ref", "tokens_per_s": 1.0, "note": None})
+    ref, llama = out["speeds"]
+    assert ref == {"runtime": "ref", "tokens_per_s": 1.0}
+    assert llama["runtime"] == "llama.cpp" and llama["threads"] == 1 and llama["prompt_tokens"] == 128
+    assert llama["prefill_tokens_per_s"] > 0 and llama["decode_tokens_per_s"] > 0
+    assert out["note"].startswith("llama.cpp ")
+    assert speed_fields(_quantized("rtn:w8ch"), ev, {}) == {}  # not a GGUF variant
+    monkeypatch.setenv("LOWBIT_LLAMA_SPEED", "0")
+    assert speed_fields(loaded, ev, {}) == {}
