@@ -119,7 +119,9 @@ def test_tied_head_is_quantized_once_and_read_by_the_embedding(tmp_path: Path) -
         assert torch.equal(model(ids).logits, again.model(ids).logits)
 
 
-def test_untied_embedding_gets_the_default_type() -> None:
+def test_untied_embedding_gets_the_default_type(tmp_path: Path) -> None:
+    from lowbit.formats.lowbit_format import save_lowbit_folder
+
     q = load_model("tiny-llama")
     model = q.model
     model.lm_head.weight = torch.nn.Parameter(model.lm_head.weight.detach().clone(), requires_grad=False)
@@ -129,6 +131,10 @@ def test_untied_embedding_gets_the_default_type() -> None:
     assert model.model.embed_tokens.scheme_spec == "gguf:Q4_K" and model.lm_head.scheme_spec == "gguf:Q6_K"
     ids = torch.tensor([[1, 2, 3]])
     assert torch.equal(model.model.embed_tokens(ids)[0], model.model.embed_tokens.dequantized_weight()[ids[0]])
+    again = load_model(str(save_lowbit_folder(q, tmp_path / "untied")))
+    assert isinstance(again.model.model.embed_tokens, QuantEmbedding)
+    with torch.inference_mode():
+        assert torch.equal(model(ids).logits, again.model(ids).logits)
 
 
 def test_lm_head_false_keeps_head_and_embedding_float() -> None:
