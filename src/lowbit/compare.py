@@ -24,7 +24,8 @@ from lowbit.eval.reference import Reference, load_or_compute_reference
 from lowbit.methods import Variant, quantize_model, resolve_variant
 from lowbit.models import DEFAULT_MODEL, LoadedModel, load_model
 from lowbit.models.bundled import source_grid_note
-from lowbit.report.schema import build_report, empty_row
+from lowbit.report.schema import ROW_KEYS, build_report, empty_row
+from lowbit.runtime.llama_cpp import speed_fields as llama_speed_fields
 from lowbit.runtime.quant_linear import storage_bytes
 from lowbit.runtime.speed import (
     DEFAULT_DECODE_STEPS,
@@ -141,7 +142,10 @@ def run_variant(float_model: LoadedModel, v: Variant, data: DataSets, ref: Refer
                     or None,
         })
         row.update(summarize(token_metrics(loaded.model, data.eval, ref, f"eval {v.text}"), ref))
-        row["runtime"] = runtime_name(loaded.model)  # after evaluating: names a kernel that fell back
+        row.update({k: val for k, val in result.stats.items() if k in ROW_KEYS and row.get(k) is None})
+        # After evaluating, so a W8A8 kernel that fell back is named; a method's own runtime name is kept.
+        row["runtime"] = w8a8_runtime_name(loaded.model) or row.get("runtime") or REFERENCE_RUNTIME
+        row.update(llama_speed_fields(loaded, data.eval, row))
         if speed is not None:
             info(f"speed {v.text}")
             results = measure_runtimes(candidate_runtimes(loaded, REFERENCE_RUNTIME), speed.prompt,

@@ -46,17 +46,17 @@ class QuantLinear(nn.Module):
         """The float weight ``[out, in]`` this module computes with."""
         return self.scheme.dequantize(self.quantized, dtype)
 
-    def float_weight(self, like: torch.Tensor) -> torch.Tensor:
-        """The dequantized weight on ``like``'s device and dtype (cached unless ``cache_weight`` is off)."""
+    def weight_for(self, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+        """The dequantized weight in ``dtype`` on ``device``, cached when ``cache_weight``."""
         w = self._cached
-        if w is None or w.device != like.device or w.dtype != like.dtype:
-            w = self.dequantized_weight(like.dtype).to(like.device)
+        if w is None or w.device != device or w.dtype != dtype:
+            w = self.dequantized_weight(dtype).to(device)
             if self.cache_weight:
                 self._cached = w
         return w
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return nn.functional.linear(x, self.float_weight(x), self.bias)
+        return nn.functional.linear(x, self.weight_for(x.dtype, x.device), self.bias)
 
     def _apply(self, fn, recurse=True):  # type: ignore[no-untyped-def]
         # A device or dtype move invalidates the cached float weight.
@@ -89,11 +89,20 @@ def install_quantized(model: nn.Module, name: str, q: QuantizedTensor, cache_wei
     """Replace the Linear ``name`` in ``model`` by a :class:`QuantLinear` holding ``q``
     (or the module registered for its scheme family)."""
     old = model.get_submodule(name)
-    bias = getattr(old, "bias", None)
-    device = q.codes.device
-    cls = MODULE_FOR_FAMILY.get(get_scheme(q.scheme).family, QuantLinear)
-    new = cls(q, bias.to(device) if bias is not None else None, cache_weight)
+    if isinstance(old, nn.Embedding):  # GGUF stores token embeddings quantized too
+        from lowbit.runtime.quant_embedding import QuantEmbedding
+
+        new: QuantLinear = QuantEmbedding(q, old.padding_idx, cache_weight, old.weight.dtype)
+    else:
+        bias = getattr(old, "bias", None)
+        device = q.codes.device
+        cls = MODULE_FOR_FAMILY.get(get_scheme(q.scheme).family, QuantLinear)
+        new = cls(q, bias.to(device) if bias is not None else None, cache_weight)
     _set_module(model, name, new)
+    if q.meta.get("tied_embedding"):  # an output head that is also the input embedding
+        from lowbit.runtime.quant_embedding import tie_embedding
+
+        tie_embedding(model, str(q.meta["tied_embedding"]), new)
     return new
 
 

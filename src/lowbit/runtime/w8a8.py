@@ -132,7 +132,7 @@ class W8A8Linear(QuantLinear):
     def _forward_reference(self, x2: torch.Tensor) -> torch.Tensor:
         xf = self.w8a8.fake_quant_act(x2, self.input_scale)
         bias = self.bias.float() if self.bias is not None else None
-        return nn.functional.linear(xf, self.float_weight(xf), bias)
+        return nn.functional.linear(xf, self.weight_for(xf.dtype, xf.device), bias)
 
     def _apply(self, fn, recurse=True):  # type: ignore[no-untyped-def]
         self._wt = self._ws = None

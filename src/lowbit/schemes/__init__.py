@@ -12,6 +12,8 @@ from collections.abc import Callable
 
 from lowbit.errors import LowbitError
 from lowbit.schemes.base import QuantizedTensor, Scheme, check_finite
+from lowbit.schemes.gguf.mixture import GGUFMixture
+from lowbit.schemes.gguf.scheme import GGUFScheme
 from lowbit.schemes.int_affine import IntScheme
 from lowbit.schemes.w8a8 import W8A8Scheme
 
@@ -60,6 +62,8 @@ def get_scheme(spec: str) -> Scheme:
 
 
 register_family("int", IntScheme.parse)
+register_family("gguf", GGUFScheme.parse)
+register_family("gguf-mix", GGUFMixture.parse)
 register_family("wa", W8A8Scheme.parse)
 
-__all__ = ["IntScheme", "QuantizedTensor", "Scheme", "W8A8Scheme", "check_finite", "get_scheme", "parse_scheme", "register_family"]
+__all__ = ["GGUFMixture", "GGUFScheme", "IntScheme", "QuantizedTensor", "Scheme", "W8A8Scheme", "check_finite", "get_scheme", "parse_scheme", "register_family"]
