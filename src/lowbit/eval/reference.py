@@ -143,8 +143,10 @@ def compute_reference(model: nn.Module, data: TokenSet, k: int = TOP_K, m: int =
 
 
 def reference_key(model: nn.Module, data: TokenSet, k: int, m: int) -> str:
-    """Cache key: model weights, evaluation tokens, compaction sizes, cache layout version."""
-    return sha256_json([model_fingerprint(model), data.sha256, k, m, CACHE_VERSION])
+    """Cache key: model weights, evaluation tokens and their window shape, compaction sizes, layout version."""
+    # The same token stream cut into 4 × 64 or 2 × 128 windows hashes alike, but
+    # its reference differs (positions per window): the shape is part of the key.
+    return sha256_json([model_fingerprint(model), data.sha256, list(data.windows.shape), k, m, CACHE_VERSION])
 
 
 _INT_FIELDS = ("top_idx", "tail_idx")
