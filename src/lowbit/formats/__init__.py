@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-
 from typing import Any
 
 from lowbit.formats.hf_quantized import (
@@ -19,6 +18,7 @@ from lowbit.formats.hf_quantized import (
     save_compressed_tensors_folder,
     save_gptq_folder,
 )
+from lowbit.formats.gguf_format import save_gguf
 from lowbit.formats.lowbit_format import save_lowbit_folder
 from lowbit.registry import Registry
 from lowbit.schemes.base import Scheme
@@ -30,6 +30,7 @@ WRITERS.add("lowbit", save_lowbit_folder)
 WRITERS.add("gptq", save_gptq_folder)
 WRITERS.add("awq", save_awq_folder)
 WRITERS.add("compressed-tensors", save_compressed_tensors_folder, "ct")
+WRITERS.add("gguf", save_gguf)
 
 #: Formats that constrain the grid, checked before any (possibly long) quantization.
 _CHECKED = ("gptq", "awq", "compressed-tensors")

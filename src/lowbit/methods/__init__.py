@@ -13,16 +13,18 @@ from lowbit.data.windows import TokenSet
 from lowbit.errors import LowbitError
 from lowbit.methods.base import COMMON_OPTIONS, Method, QuantContext
 from lowbit.methods.awq import AWQ
+from lowbit.methods.gguf import GGUF
 from lowbit.methods.gptq import GPTQ
 from lowbit.methods.rtn import RTN
 from lowbit.models.loader import LoadedModel
 from lowbit.registry import Registry
-from lowbit.schemes import get_scheme, parse_scheme
+from lowbit.schemes import get_scheme
 from lowbit.schemes.base import QuantizedTensor, Scheme, check_finite
 from lowbit.variant import VariantString
 
 METHODS: Registry[Method] = Registry("method")
 METHODS.add("rtn", RTN(), "nearest")
+METHODS.add("gguf", GGUF(), "llama.cpp")
 METHODS.add("gptq", GPTQ())
 METHODS.add("awq", AWQ())
 
@@ -46,7 +48,7 @@ def resolve_variant(text: str) -> Variant:
     """Parse and validate ``METHOD:SCHEME[+OPTION…]``."""
     vs = VariantString.parse(text)
     method = METHODS.get(vs.method)
-    scheme = parse_scheme(vs.scheme)
+    scheme = method.resolve_scheme(vs.scheme)
     method.check_scheme(scheme)
     specs = method.all_options()
     options = {name: spec.default for name, spec in specs.items()}
