@@ -171,3 +171,14 @@ def test_bad_options_are_refused() -> None:
         quantize_model(loaded, resolve_variant("gptq:w4g64+damp=0"), TokenSet("t", ids, 1))
     with pytest.raises(LowbitError, match="unknown option"):
         resolve_variant("gptq:w4g64+actorder")
+
+
+def test_head_outside_the_blocks_is_rounded_to_nearest_and_reported() -> None:
+    from lowbit.data.windows import TokenSet
+
+    loaded = load_model("tiny-llama")
+    head = loaded.model.lm_head.weight.detach().clone()
+    ids = torch.randint(0, 256, (2, 32), generator=torch.Generator().manual_seed(0))
+    res = quantize_model(loaded, resolve_variant("gptq:w4g64+lm_head"), TokenSet("t", ids, 1))
+    assert res.stats["gptq"]["rtn"] == ["lm_head"]
+    assert torch.equal(res.tensors["lm_head"].codes, parse_scheme("w4g64").quantize(head).codes)
