@@ -25,19 +25,19 @@ from lowbit.methods import Variant, quantize_model, resolve_variant
 from lowbit.models import DEFAULT_MODEL, LoadedModel, load_model
 from lowbit.models.bundled import source_grid_note
 from lowbit.report.schema import build_report, empty_row
-from lowbit.runtime.quant_linear import storage_bytes
+from lowbit.runtime.quant_linear import REFERENCE_RUNTIME  # noqa: F401  (re-exported: rows name their runtime)
+from lowbit.runtime.quant_linear import run_stats, runtime_name, storage_bytes
 from lowbit.utils.memory import PeakRSS
 from lowbit.utils.progress import info
 from lowbit.utils.tensors import flush_denormal
 
 #: What `lowbit compare` runs when no --variants are given (later issues extend these).
-DEFAULT_VARIANTS = ["rtn:w8ch", "rtn:w8t", "rtn:w4g64", "rtn:w4g128asym", "rtn:w3g64", "rtn:w2g32"]
+DEFAULT_VARIANTS = ["rtn:w8ch", "rtn:w8t", "rtn:w4g64", "rtn:w4g128asym", "rtn:w3g64", "rtn:w2g32",
+                    "bnb:int8", "bnb:nf4", "bnb:nf4-dq"]
 QUICK_VARIANTS = ["rtn:w8ch", "rtn:w4g64", "rtn:w3g64"]
 QUICK_EVAL_TOKENS = 4096
 QUICK_CALIB_SAMPLES = 16
 
-#: How the reference runtime computes (named in every row, as speed claims must be).
-REFERENCE_RUNTIME = "lowbit-reference (dequantize once, torch float matmul)"
 
 
 @dataclass
@@ -86,6 +86,14 @@ def variant_fields(v: Variant) -> dict[str, Any]:
     }
 
 
+def runtime_row_stats(model: torch.nn.Module) -> dict[str, Any]:
+    """Row fields measured while evaluating: the share of input columns LLM.int8() kept in float."""
+    stats = run_stats(model)
+    if stats.get("input_cols"):
+        return {"outlier_col_share": stats["outlier_cols"] / stats["input_cols"]}
+    return {}
+
+
 def run_variant(float_model: LoadedModel, v: Variant, data: DataSets, ref: Reference,
                 device: torch.device) -> dict[str, Any]:
     """Quantize a copy of ``float_model`` with ``v``, evaluate it, return its row."""
@@ -101,10 +109,11 @@ def run_variant(float_model: LoadedModel, v: Variant, data: DataSets, ref: Refer
             "calib_seconds": result.calib_seconds,
             "quant_seconds": result.quant_seconds,
             "peak_rss_mb": peak.peak_mb,
-            "runtime": REFERENCE_RUNTIME,
+            "runtime": runtime_name(loaded.model),
             "note": source_grid_note(float_model.spec, v.scheme),
         })
         row.update(summarize(token_metrics(loaded.model, data.eval, ref, f"eval {v.text}"), ref))
+        row.update(runtime_row_stats(loaded.model))
     finally:
         del loaded
         gc.collect()

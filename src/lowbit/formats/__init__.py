@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+from lowbit.formats.bnb_format import save_bnb_folder
 from lowbit.formats.lowbit_format import save_lowbit_folder
 from lowbit.registry import Registry
 
@@ -18,5 +19,6 @@ Writer = Callable[..., Path]
 
 WRITERS: Registry[Writer] = Registry("format")
 WRITERS.add("lowbit", save_lowbit_folder)
+WRITERS.add("bnb", save_bnb_folder, "bitsandbytes")
 
 __all__ = ["WRITERS", "Writer"]

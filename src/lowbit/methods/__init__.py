@@ -12,6 +12,7 @@ from torch import nn
 from lowbit.data.windows import TokenSet
 from lowbit.errors import LowbitError
 from lowbit.methods.base import COMMON_OPTIONS, Method, QuantContext
+from lowbit.methods.bnb import BnbMethod
 from lowbit.methods.rtn import RTN
 from lowbit.models.loader import LoadedModel
 from lowbit.registry import Registry
@@ -21,6 +22,7 @@ from lowbit.variant import VariantString
 
 METHODS: Registry[Method] = Registry("method")
 METHODS.add("rtn", RTN(), "nearest")
+METHODS.add("bnb", BnbMethod(), "bitsandbytes")
 
 
 @dataclass(frozen=True)
@@ -50,6 +52,7 @@ def resolve_variant(text: str) -> Variant:
         if name not in specs:
             raise LowbitError(f"unknown option '{name}' for method {method.name}; options: {', '.join(sorted(specs))}")
         options[name] = specs[name].convert(raw, method.name)
+    method.check_options(scheme, options)
     return Variant(str(vs), method, scheme, options)
 
 

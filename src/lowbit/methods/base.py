@@ -78,6 +78,9 @@ class Method(ABC):
     def check_scheme(self, scheme: Scheme) -> None:
         """Raise :class:`LowbitError` if this method cannot use ``scheme``."""
 
+    def check_options(self, scheme: Scheme, options: dict[str, Any]) -> None:
+        """Raise :class:`LowbitError` if ``options`` (typed, defaults filled) do not fit ``scheme``."""
+
     def act_bits(self, scheme: Scheme, options: dict[str, Any]) -> int:
         """Bits of the activations at run time (16 = left float)."""
         return 16

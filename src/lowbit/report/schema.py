@@ -9,6 +9,8 @@
  "results": [ROW, ...]}
 ```
 Each ROW has every key of :data:`ROW_KEYS` (None where not applicable).
+``outlier_col_share``: for LLM.int8() rows, the share of (linear call, input
+column) pairs that went through the float path on the evaluation set.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ ROW_KEYS = (
     "top1_agreement", "top1_ci",
     "calib_seconds", "quant_seconds", "peak_rss_mb", "tokens_per_s",
     "runtime", "note", "error",
+    "outlier_col_share",
 )
 
 

@@ -12,6 +12,7 @@ from collections.abc import Callable
 
 from lowbit.errors import LowbitError
 from lowbit.schemes.base import QuantizedTensor, Scheme, check_finite
+from lowbit.schemes.bnb import parse_bnb
 from lowbit.schemes.int_affine import IntScheme
 
 SchemeParser = Callable[[str], "Scheme | None"]
@@ -59,5 +60,6 @@ def get_scheme(spec: str) -> Scheme:
 
 
 register_family("int", IntScheme.parse)
+register_family("bnb", parse_bnb)
 
 __all__ = ["IntScheme", "QuantizedTensor", "Scheme", "check_finite", "get_scheme", "parse_scheme", "register_family"]
