@@ -98,12 +98,12 @@ class LLMInt8Linear(QuantLinear):
         codes, scale, cols = quantize_activations(a, self.threshold)
         acc = int8_matmul_exact(codes, self._codes_float(a.device))
         out = acc * (scale.unsqueeze(1) * scb.unsqueeze(0)) * BNB_INV_127_SQ
+        if self.bias is not None:
+            out = out + self.bias.to(x.dtype)  # before the outlier part: bitsandbytes' order of float sums
         out = out.to(x.dtype)
         if cols.numel():
             w_cols = (self.codes[:, cols] * scb.view(-1, 1) * INV_127).to(x.dtype)
             out = out.addmm(a[:, cols], w_cols.T)
-        if self.bias is not None:
-            out = out + self.bias.to(out.dtype)
         self.calls += 1
         self.outlier_cols += int(cols.numel())
         return out.reshape(*lead, self.out_features)
