@@ -139,31 +139,30 @@ def test_lowbit_loads_folders_transformers_saved(transformers_saved: dict[str, P
         assert torch.equal(loaded.model(IDS).logits, hf(IDS).logits)
 
 
-def test_missing_quant_state_is_named(tmp_path: Path) -> None:
+def _folder_without(tmp_path: Path, variant: str, *missing: str) -> Path:
+    """A bnb folder of tiny-llama from which the tensors ``missing`` were deleted."""
     loaded = load_model("tiny-llama")
-    quantize_model(loaded, resolve_variant("bnb:nf4-dq"), None)
-    out = save_bnb_folder(loaded, tmp_path / "q")
+    quantize_model(loaded, resolve_variant(variant), None)
+    out = save_bnb_folder(loaded, tmp_path / variant.replace(":", "_"))
     tensors = _tensors(out)
-    del tensors["model.layers.1.self_attn.v_proj.weight.quant_state.bitsandbytes__nf4"]
+    for key in missing:
+        del tensors[key]
     save_file(tensors, str(out / "model.safetensors"), metadata={"format": "pt"})
+    return out
+
+
+def test_missing_quant_state_is_named(tmp_path: Path) -> None:
+    v = "model.layers.1.self_attn.v_proj.weight"
+    out = _folder_without(tmp_path, "bnb:nf4-dq", f"{v}.quant_state.bitsandbytes__nf4")
     with pytest.raises(LowbitError, match=r"'model\.layers\.1\.self_attn\.v_proj\.weight' is quantized.*quant_state"):
         load_model(str(out))
-    tensors = _tensors(out)
-    tensors["model.layers.1.self_attn.v_proj.weight.quant_state.bitsandbytes__nf4"] = _tensors(out)[
-        "model.layers.1.self_attn.k_proj.weight.quant_state.bitsandbytes__nf4"]
-    del tensors["model.layers.1.self_attn.v_proj.weight.nested_absmax"]
-    save_file(tensors, str(out / "model.safetensors"), metadata={"format": "pt"})
+    out = _folder_without(tmp_path / "b", "bnb:nf4-dq", f"{v}.nested_absmax")
     with pytest.raises(LowbitError, match=r"v_proj\.weight\.nested_absmax' is missing"):
         load_model(str(out))
 
 
 def test_missing_scb_is_named(tmp_path: Path) -> None:
-    loaded = load_model("tiny-llama")
-    quantize_model(loaded, resolve_variant("bnb:int8"), None)
-    out = save_bnb_folder(loaded, tmp_path / "q")
-    tensors = _tensors(out)
-    del tensors["model.layers.0.mlp.up_proj.SCB"]
-    save_file(tensors, str(out / "model.safetensors"), metadata={"format": "pt"})
+    out = _folder_without(tmp_path, "bnb:int8", "model.layers.0.mlp.up_proj.SCB")
     with pytest.raises(LowbitError, match=r"'model\.layers\.0\.mlp\.up_proj\.weight' is quantized.*up_proj\.SCB"):
         load_model(str(out))
 

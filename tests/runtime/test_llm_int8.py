@@ -47,6 +47,12 @@ def test_outlier_values_stay_out_of_the_token_scale() -> None:
     assert codes[0].tolist() == [127, 0, 64]
 
 
+def test_threshold_is_compared_in_float16_like_bitsandbytes() -> None:
+    # 6.099 rounds down to float16 6.09765625, so that value counts as an outlier.
+    _, _, cols = quantize_activations(torch.tensor([[6.09765625, 1.0]]), 6.099)
+    assert cols.tolist() == [0]
+
+
 def test_threshold_zero_is_plain_vectorwise_int8() -> None:
     x = torch.tensor([[1.0, 100.0, 0.5]])
     codes, scale, cols = quantize_activations(x, 0.0)
@@ -65,8 +71,8 @@ def test_int8_products_are_summed_exactly_beyond_2_24() -> None:
     a[1, ::3] = -128 + 1
     b = torch.full((3, k), 127, dtype=torch.int8)
     b[2, 1::2] = -127
-    got = int8_matmul_exact(a, b.float())
-    assert torch.equal(got.long(), a.long() @ b.long().T)
+    got = int8_matmul_exact(a.float(), b.float())
+    assert torch.equal(got, (a.long() @ b.long().T).float())  # the int32 result, rounded once to float32
 
 
 def test_batched_input_shape_is_kept() -> None:
@@ -79,12 +85,12 @@ def test_equals_bitsandbytes_linear8bitlt_bit_for_bit() -> None:
     bnb = pytest.importorskip("bitsandbytes", reason="bitsandbytes is not installed (pip install 'lowbit[bnb]')")
     from lowbit.runtime.bnb_kernels import BnbKernelLinear
 
-    for t in (6.0, 0.0, 1.5):
-        ours = _layer(t, (96, 512))
+    for t, k in ((6.0, 512), (0.0, 512), (1.5, 512), (6.0, 1536)):  # 1536: past one exact GEMM chunk
+        ours = _layer(t, (96, k))
         q = ours.quantized
         q.meta = {"module": "bitsandbytes", "threshold": t}
         theirs = BnbKernelLinear(q, ours.bias)
-        x = torch.randn(33, 512, generator=torch.Generator().manual_seed(2)) * 2
+        x = torch.randn(33, k, generator=torch.Generator().manual_seed(2)) * 2
         x[:, 9] *= 8
-        assert torch.equal(ours(x), theirs(x)), t
+        assert torch.equal(ours(x), theirs(x)), (t, k)
     assert bnb.__version__

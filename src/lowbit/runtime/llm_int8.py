@@ -41,30 +41,40 @@ BNB_INV_127_SQ = 6.200124e-05
 _EXACT_CHUNK = 1024
 
 
-def int8_matmul_exact(a: torch.Tensor, b_float: torch.Tensor) -> torch.Tensor:
-    """``a @ b.T`` for int8-valued ``a`` [M, K] and float32 ``b_float`` [N, K] holding int8 values, as int32."""
+def int8_matmul_exact(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``a @ b.T`` for float32 tensors holding int8 values, summed exactly, rounded once to float32.
+
+    That is what bitsandbytes computes (an int32 GEMM, whose result its rescale
+    converts to float32), using float32 GEMMs of at most 1,024 columns, each exact.
+    """
     k = a.shape[1]
-    a_f = a.to(torch.float32)
     if k <= _EXACT_CHUNK:
-        return (a_f @ b_float.T).to(torch.int32)
-    acc = torch.zeros(a.shape[0], b_float.shape[0], dtype=torch.int32, device=a.device)
+        return a @ b.T
+    acc = torch.zeros(a.shape[0], b.shape[0], dtype=torch.float64, device=a.device)
     for s in range(0, k, _EXACT_CHUNK):
-        acc += (a_f[:, s : s + _EXACT_CHUNK] @ b_float[:, s : s + _EXACT_CHUNK].T).to(torch.int32)
-    return acc
+        acc += a[:, s : s + _EXACT_CHUNK] @ b[:, s : s + _EXACT_CHUNK].T
+    return acc.to(torch.float32)
 
 
 def quantize_activations(x: torch.Tensor, threshold: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """int8 codes ``[M, K]``, per-token float32 scales ``[M]`` and outlier column indices of ``x`` ``[M, K]``."""
-    x16 = x.to(torch.float16)
+    """int8 codes (as float32) ``[M, K]``, per-token float32 scales ``[M]`` and outlier columns of ``x`` ``[M, K]``.
+
+    bitsandbytes works on float16 activations; every step here is exact on their
+    float32 copies (float16 arithmetic is slow on CPUs), including the comparison
+    with the threshold, which torch makes in float16.
+    """
+    x16 = x.to(torch.float16).to(torch.float32)
+    mag = x16.abs()
+    cols = torch.empty(0, dtype=torch.long, device=x.device)
     if threshold > 0:
-        outliers = x16.abs() >= threshold
+        outliers = mag >= float(torch.tensor(threshold, dtype=torch.float16))
         cols = outliers.any(dim=0).nonzero().view(-1)
-        x16 = x16.masked_fill(outliers, 0)
-    else:
-        cols = torch.empty(0, dtype=torch.long, device=x.device)
-    scale = x16.abs().amax(dim=1).float()
+        if cols.numel():
+            # Outlier values leave the token's absmax; their codes are zeroed with their columns below.
+            mag = mag.masked_fill(outliers, 0)
+    scale = mag.amax(dim=1)
     factor = torch.where(scale == 0, torch.zeros_like(scale), 127.0 / scale.clamp(min=torch.finfo(torch.float32).tiny))
-    codes = torch.round(x16 * factor.unsqueeze(1)).to(torch.int8)
+    codes = torch.round(x16 * factor.unsqueeze(1))
     if cols.numel():
         codes[:, cols] = 0
     return codes, scale, cols
@@ -96,7 +106,7 @@ class LLMInt8Linear(QuantLinear):
         a = x.reshape(-1, self.in_features)
         scb = self.q_SCB.to(torch.float32)
         codes, scale, cols = quantize_activations(a, self.threshold)
-        acc = int8_matmul_exact(codes, self._codes_float(a.device))
+        acc = int8_matmul_exact(codes, self._codes_float(a.device))  # float32 copy of the int32 GEMM
         out = acc * (scale.unsqueeze(1) * scb.unsqueeze(0)) * BNB_INV_127_SQ
         if self.bias is not None:
             out = out + self.bias.to(x.dtype)  # before the outlier part: bitsandbytes' order of float sums
