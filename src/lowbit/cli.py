@@ -153,10 +153,11 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
 
 
 def _print_inspect(d: dict[str, Any]) -> None:
-    from rich.console import Console
     from rich.table import Table
 
-    console = Console()
+    from lowbit.utils.progress import stdout_console
+
+    console = stdout_console()
     console.print(f"[bold]{d['name']}[/bold]  {d['architecture']} ({d['family']}, {d['kind']})")
     console.print(f"parameters: {d['params']:,}   float size: {d['float_bytes']:,} bytes"
                   + (f"   stored: {d['stored_bytes']:,} bytes ({d['variant']})" if d["variant"] else ""))

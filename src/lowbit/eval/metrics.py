@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from lowbit.data.windows import TokenSet
+from lowbit.eval.kl import kl_from_compact
 from lowbit.eval.reference import Reference, iter_logits
 from lowbit.eval.stats import clustered_mean, percentile
 
@@ -27,23 +28,6 @@ class TokenMetrics:
     kld: torch.Tensor | None
     top1: torch.Tensor | None
     tokens_per_s: float
-
-
-def kl_from_compact(logits: torch.Tensor, lse: torch.Tensor, top_idx: torch.Tensor, top_logp: torch.Tensor,
-                    tail_logp: torch.Tensor, tail_idx: torch.Tensor, tail_sample_logp: torch.Tensor) -> torch.Tensor:
-    """KL(reference ‖ model) per position from model logits and the reference compaction.
-
-    Exact over the reference's top-k; the tail term is the importance-sampled
-    estimate ``P_tail · mean(log p − log q)`` over the stored tail tokens, which
-    is unbiased, so a single token's value may be slightly negative while the
-    mean over tokens is right. ``logits`` ``[..., V]``, ``lse`` their log-sum-exp.
-    """
-    lse = lse.unsqueeze(-1)
-    q_top = logits.gather(-1, top_idx) - lse
-    kl_top = (top_logp.exp() * (top_logp - q_top)).sum(-1)
-    q_tail = logits.gather(-1, tail_idx) - lse
-    kl_tail = tail_logp.exp() * (tail_sample_logp - q_tail).mean(-1)
-    return kl_top + kl_tail
 
 
 @torch.inference_mode()

@@ -95,11 +95,14 @@ def save_lowbit_folder(loaded: LoadedModel, out: Path, overwrite: bool = False, 
 
 def _skeleton(folder: Path, dtype: torch.dtype) -> tuple[torch.nn.Module, Any]:
     from transformers import AutoConfig, AutoModel, AutoModelForCausalLM
+    from transformers.initialization import no_init_weights
 
     config = AutoConfig.from_pretrained(folder)
     arch = arch_for_model_type(config.model_type)
     cls = AutoModelForCausalLM if arch.kind == "causal-lm" else AutoModel
-    model = cls.from_config(config, dtype=dtype)
+    # Every weight is overwritten from the file: random init would cost 5 s on SmolLM2.
+    with no_init_weights():
+        model = cls.from_config(config, dtype=dtype)
     if arch.family == "gpt2":
         conv1d_to_linear(model)
     return model, arch

@@ -155,6 +155,7 @@ def save_float_folder(model: nn.Module, tokenizer: Any, folder: Path) -> None:
     """
     from safetensors.torch import save_file
 
+    folder.mkdir(parents=True, exist_ok=True)
     cfg = model.config.to_dict()
     cfg.pop("quantization_config", None)
     (folder / "config.json").write_text(json.dumps(cfg, indent=2), encoding="utf-8")

