@@ -24,10 +24,10 @@ from safetensors.torch import save_file
 
 from lowbit.errors import LowbitError
 from lowbit.formats.bnb_layout import QS_PREFIX, from_bnb_4bit, from_bnb_int8, to_bnb
-from lowbit.formats.lowbit_format import _float_state, _is_tied
+from lowbit.formats.lowbit_format import _float_state, install_with_bias, load_float_tensors
 from lowbit.models.arch import arch_for_model_type
 from lowbit.models.loader import LoadedModel
-from lowbit.runtime.quant_linear import QuantLinear, install_quantized, quantized_modules
+from lowbit.runtime.quant_linear import QuantLinear, quantized_modules
 from lowbit.schemes import get_scheme
 from lowbit.schemes.bnb import Bnb4bitScheme, BnbInt8Scheme
 from lowbit.utils.atomic import atomic_dir, check_output_path
@@ -174,25 +174,16 @@ def load_bnb_folder(folder: Path, dtype: torch.dtype = torch.float32) -> LoadedM
         del config.quantization_config  # build a plain float skeleton; lowbit installs the quantized linears
     arch = arch_for_model_type(config.model_type)
     cls = AutoModelForCausalLM if arch.kind == "causal-lm" else AutoModel
-    model = cls.from_config(config, dtype=dtype)
+    from transformers.initialization import no_init_weights
+
+    with no_init_weights():  # every weight is overwritten from the file
+        model = cls.from_config(config, dtype=dtype)
     tensors, meta = _read_tensors(folder)
     for name in _quantized_module_names(model, tensors, four):
         rel = _take(tensors, name)
         q = from_bnb_4bit(name, rel) if four else from_bnb_int8(name, rel, threshold)
-        mod = install_quantized(model, name, q)
-        bias = tensors.pop(f"{name}.bias", None)
-        if (bias is None) != (mod.bias is None):
-            raise LowbitError(f"bias of '{name}' does not match the architecture in {folder}")
-        if bias is not None and mod.bias is not None:
-            mod.bias.data = bias.to(dtype)
-    missing, unexpected = model.load_state_dict({k: v.to(dtype) for k, v in tensors.items()}, strict=False)
-    by_hand = {f"{n}.{k}" for n, m in quantized_modules(model) for k in m.state_dict()}
-    missing = [k for k in missing if k not in by_hand and not _is_tied(model, k)]
-    if missing or unexpected:
-        raise LowbitError(f"{folder} does not match its config: missing {missing[:3]}, unexpected {unexpected[:3]}")
-    if hasattr(model, "tie_weights") and not isinstance(model.get_output_embeddings(), QuantLinear):
-        model.tie_weights()
-    model.eval().requires_grad_(False)
+        install_with_bias(model, name, q, tensors, folder, dtype)
+    load_float_tensors(model, {k: v.to(dtype) for k, v in tensors.items()}, folder)
     tokenizer = AutoTokenizer.from_pretrained(folder) if (folder / "tokenizer_config.json").is_file() else None
     first = next(iter(quantized_modules(model)), None)
     variant = meta.get("lowbit_variant") or (_variant_of(first[1], threshold) if first else None)

@@ -132,23 +132,35 @@ def load_lowbit_folder(folder: Path, dtype: torch.dtype = torch.float32) -> Load
         except KeyError as e:
             raise LowbitError(f"{folder / WEIGHTS} lacks tensor {e} of quantized module '{name}'") from None
         q = QuantizedTensor(info["scheme"], shape, codes, params, dict(info.get("meta", {})))
-        mod = install_quantized(model, name, q)
-        bias = tensors.pop(f"{name}.bias", None)
-        if (bias is None) != (mod.bias is None):
-            raise LowbitError(f"bias of '{name}' does not match the architecture in {folder}")
-        if bias is not None and mod.bias is not None:
-            mod.bias.data = bias.to(dtype)
+        install_with_bias(model, name, q, tensors, folder, dtype)
+    load_float_tensors(model, tensors, folder / WEIGHTS)
+    tokenizer = AutoTokenizer.from_pretrained(folder) if (folder / "tokenizer_config.json").is_file() else None
+    return LoadedModel(model, tokenizer, str(folder), arch, variant=desc.get("variant"),
+                       base=desc.get("base_model"), seed=int(desc.get("seed", 0)))
+
+
+def install_with_bias(model: torch.nn.Module, name: str, q: QuantizedTensor, tensors: dict[str, torch.Tensor],
+                      folder: Path, dtype: torch.dtype) -> QuantLinear:
+    """Install ``q`` as the linear ``name`` and give it the bias popped from ``tensors``, if the layer has one."""
+    mod = install_quantized(model, name, q)
+    bias = tensors.pop(f"{name}.bias", None)
+    if (bias is None) != (mod.bias is None):
+        raise LowbitError(f"bias of '{name}' does not match the architecture in {folder}")
+    if bias is not None and mod.bias is not None:
+        mod.bias.data = bias.to(dtype)
+    return mod
+
+
+def load_float_tensors(model: torch.nn.Module, tensors: dict[str, torch.Tensor], source: Path) -> None:
+    """Load every remaining (float) tensor, check nothing is missing or left over, tie the head, freeze."""
     missing, unexpected = model.load_state_dict(tensors, strict=False)
     loaded_by_hand = {f"{n}.{k}" for n, m in quantized_modules(model) for k in m.state_dict()}
     missing = [k for k in missing if k not in loaded_by_hand and not _is_tied(model, k)]
     if missing or unexpected:
-        raise LowbitError(f"{folder / WEIGHTS} does not match its config: missing {missing[:3]}, unexpected {unexpected[:3]}")
+        raise LowbitError(f"{source} does not match its config: missing {missing[:3]}, unexpected {unexpected[:3]}")
     if hasattr(model, "tie_weights") and not isinstance(model.get_output_embeddings(), QuantLinear):
         model.tie_weights()
     model.eval().requires_grad_(False)
-    tokenizer = AutoTokenizer.from_pretrained(folder) if (folder / "tokenizer_config.json").is_file() else None
-    return LoadedModel(model, tokenizer, str(folder), arch, variant=desc.get("variant"),
-                       base=desc.get("base_model"), seed=int(desc.get("seed", 0)))
 
 
 def _is_tied(model: torch.nn.Module, key: str) -> bool:
