@@ -24,7 +24,9 @@ from lowbit.eval.reference import Reference, load_or_compute_reference
 from lowbit.methods import Variant, quantize_model, resolve_variant
 from lowbit.models import DEFAULT_MODEL, LoadedModel, load_model
 from lowbit.models.bundled import source_grid_note
-from lowbit.report.schema import build_report, empty_row
+from lowbit.report.schema import ROW_KEYS, build_report, empty_row
+from lowbit.runtime.bnb_kernels import bnb_speed_fields
+from lowbit.runtime.llama_cpp import speed_fields
 from lowbit.runtime.quant_linear import REFERENCE_RUNTIME  # noqa: F401  (re-exported: rows name their runtime)
 from lowbit.runtime.quant_linear import run_stats, runtime_name, storage_bytes
 from lowbit.utils.memory import PeakRSS
@@ -114,6 +116,9 @@ def run_variant(float_model: LoadedModel, v: Variant, data: DataSets, ref: Refer
         })
         row.update(summarize(token_metrics(loaded.model, data.eval, ref, f"eval {v.text}"), ref))
         row.update(runtime_row_stats(loaded.model))
+        row.update({k: val for k, val in result.stats.items() if k in ROW_KEYS and row.get(k) is None})
+        row.update(speed_fields(loaded, data.eval, row))
+        row.update(bnb_speed_fields(loaded, data.eval, row))
     finally:
         del loaded
         gc.collect()

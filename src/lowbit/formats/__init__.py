@@ -12,6 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from lowbit.formats.bnb_format import save_bnb_folder
+from lowbit.formats.gguf_format import save_gguf
 from lowbit.formats.lowbit_format import save_lowbit_folder
 from lowbit.registry import Registry
 
@@ -20,5 +21,6 @@ Writer = Callable[..., Path]
 WRITERS: Registry[Writer] = Registry("format")
 WRITERS.add("lowbit", save_lowbit_folder)
 WRITERS.add("bnb", save_bnb_folder, "bitsandbytes")
+WRITERS.add("gguf", save_gguf)
 
 __all__ = ["WRITERS", "Writer"]

@@ -39,6 +39,9 @@ ROW_KEYS = (
     "top1_agreement", "top1_ci",
     "calib_seconds", "quant_seconds", "peak_rss_mb", "tokens_per_s",
     "runtime", "note", "error",
+    # GGUF (method gguf): tensors that fell back to another type because their rows are not whole
+    # blocks (llama.cpp's count), and speed per runtime ([{"runtime": ..., tokens/s ...}], llama.cpp's included)
+    "fallback_tensors", "speeds",
     "outlier_col_share",
 )
 
