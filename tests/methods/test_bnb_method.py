@@ -134,3 +134,19 @@ def test_bitsandbytes_runtime_without_the_library(monkeypatch: pytest.MonkeyPatc
     loaded = load_model("tiny-llama")
     with pytest.raises(MissingExtraError, match=r"lowbit\[bnb\]"):
         quantize_model(loaded, resolve_variant("bnb:nf4+runtime=bitsandbytes"), None)
+
+
+def test_gptq_on_nf4_dq_saves_in_the_bnb_format(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """The bnb grids serve column-wise methods too: GPTQ's stacked q/k/v split back into bnb tensors."""
+    from lowbit.data import prepare_data
+    from lowbit.formats.bnb_format import save_bnb_folder
+
+    loaded = load_model("tiny-llama")
+    calib = prepare_data(loaded.tokenizer, calib_samples=4, eval_tokens=256, window_tokens=128).calib
+    result = quantize_model(loaded, resolve_variant("gptq:nf4-dq"), calib)
+    assert round(result.bits_per_weight, 3) == 4.127
+    with torch.inference_mode():
+        ours = loaded.model(IDS).logits
+    again = load_model(str(save_bnb_folder(loaded, tmp_path / "q")))
+    with torch.inference_mode():
+        assert torch.equal(again.model(IDS).logits, ours)

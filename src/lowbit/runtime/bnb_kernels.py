@@ -6,7 +6,9 @@ and hands the forward pass to a ``bitsandbytes.nn.Linear4bit`` or
 builds them when it loads a bitsandbytes checkpoint. bitsandbytes is
 imported only when such a module is built.
 
-Which kernel runs is named per module (``runtime_name``). On CPU with
+Which kernel runs is named per module (``runtime_name``). In `lowbit compare`,
+:func:`bnb_speed_fields` times bnb rows with both lowbit's path and
+bitsandbytes' kernels (``speeds`` in the JSON). On CPU with
 AVX512-BF16, Linear4bit repacks the weight and runs
 ``gemv_4bit_inference_cpu_<type>_bf16`` (bf16 activations and scales), so its
 logits differ from the float32 reference by bf16 rounding; elsewhere it
@@ -156,3 +158,54 @@ class BnbKernelLinear(QuantLinear):
 
 
 register_module_type("bitsandbytes", BnbKernelLinear)
+
+
+def _forward_tokens_per_s(model: torch.nn.Module, ids: torch.Tensor) -> float:
+    """Tokens per second of one forward over ``ids`` ``[1, T]``, after a short warm-up call."""
+    import time
+
+    from lowbit.utils.tensors import flush_denormal
+
+    with torch.inference_mode(), flush_denormal():
+        model(input_ids=ids[:, :16], use_cache=False)  # first call: caches, bitsandbytes' bf16 repacking
+        start = time.perf_counter()
+        model(input_ids=ids, use_cache=False)
+        return ids.numel() / (time.perf_counter() - start)
+
+
+def bnb_speed_fields(loaded: Any, eval_set: Any, row: dict[str, Any]) -> dict[str, Any]:
+    """``{"speeds": [...]}`` for a compare row of a bnb variant: lowbit's path and bitsandbytes' kernels.
+
+    Both are timed the same way — one forward over the first evaluation window
+    after a 16-token warm-up — so the two figures compare. Empty for other
+    variants, without bitsandbytes, and with ``LOWBIT_BNB_SPEED=0``. Call it
+    last: it swaps the model's linears for bitsandbytes modules in place.
+    """
+    import os
+
+    from lowbit.runtime.quant_linear import _set_module, quantized_modules, runtime_name
+
+    mods = [(n, m) for n, m in quantized_modules(loaded.model) if isinstance(m.scheme, Bnb4bitScheme | BnbInt8Scheme)]
+    if not mods or os.environ.get("LOWBIT_BNB_SPEED", "1") == "0":
+        return {}
+    try:
+        require_bitsandbytes()
+    except MissingExtraError:
+        return {}
+    ids = eval_set.windows[:1].to(mods[0][1].codes.device)
+    speeds: list[dict[str, Any]] = []
+    try:
+        for phase in ("lowbit", "bitsandbytes"):
+            if phase == "bitsandbytes" and not all(isinstance(m, BnbKernelLinear) for _, m in mods):
+                for name, mod in mods:
+                    q = mod.quantized
+                    q.meta = {**q.meta, "module": "bitsandbytes"}
+                    _set_module(loaded.model, name, BnbKernelLinear(q, mod.bias))
+            elif phase == "lowbit" and isinstance(mods[0][1], BnbKernelLinear):
+                continue  # a +runtime=bitsandbytes row has no lowbit path to time
+            speeds.append({"runtime": runtime_name(loaded.model),
+                           "tokens_per_s": _forward_tokens_per_s(loaded.model, ids),
+                           "tokens": int(ids.numel()), "threads": torch.get_num_threads()})
+    except Exception as e:  # noqa: BLE001 - a speed figure must not lose the variant's accuracy results
+        speeds.append({"runtime": "bitsandbytes", "error": f"{type(e).__name__}: {e}"})
+    return {"speeds": speeds}

@@ -192,3 +192,22 @@ class Bnb4bitScheme(Scheme):
         # [O, n_groups] row-major is the flattened block order when blocks tile rows.
         absmax = torch.cat([p["absmax"] for p in group_params], dim=1).reshape(-1)
         return QuantizedTensor(self.spec(), tuple(shape), codes.to(torch.uint8).contiguous(), self._pack_absmax(absmax))
+
+    def split_rows(self, q: QuantizedTensor, sizes: list[int]) -> list[QuantizedTensor]:
+        """One representation per stacked matrix (GPTQ solves q/k/v stacked); rows must be whole blocks.
+
+        Under double quantization each piece gets its own nested state, built
+        from the stacked tensor's dequantized absmax (the only float absmax left),
+        so a piece's absmax is rounded to 8 bits a second time.
+        """
+        rows, cols = q.shape
+        per_row = self.column_group_size(cols) and cols // self.blocksize
+        absmax = self.absmax_values(q).reshape(rows, per_row)
+        out, start = [], 0
+        for n in sizes:
+            piece = absmax[start:start + n].reshape(-1)
+            params = self._pack_absmax(piece) if self.double_quant else {"absmax": piece.contiguous()}
+            out.append(QuantizedTensor(self.spec(), (n, cols), q.codes[start:start + n].contiguous(), params,
+                                       dict(q.meta)))
+            start += n
+        return out

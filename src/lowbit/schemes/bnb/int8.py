@@ -106,5 +106,7 @@ class BnbInt8Scheme(Scheme):
                  group_params: list[dict[str, torch.Tensor]]) -> QuantizedTensor:
         if len(group_params) != 1:
             raise LowbitError(f"bnb:int8 has one group per row, got {len(group_params)} groups")
-        return QuantizedTensor(self.spec(), tuple(shape), codes.to(torch.int8).contiguous(),
+        # Column-wise solvers may collect the codes in a uint8 buffer: reinterpret those bytes.
+        codes = codes.view(torch.int8) if codes.dtype == torch.uint8 else codes.to(torch.int8)
+        return QuantizedTensor(self.spec(), tuple(shape), codes.contiguous(),
                                {"SCB": group_params[0]["SCB"].to(torch.float32)})
