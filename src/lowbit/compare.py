@@ -26,7 +26,9 @@ from lowbit.models import DEFAULT_MODEL, LoadedModel, load_model
 from lowbit.models.bundled import source_grid_note
 from lowbit.report.schema import ROW_KEYS, build_report, empty_row
 from lowbit.runtime.llama_cpp import speed_fields as llama_speed_fields
-from lowbit.runtime.quant_linear import storage_bytes
+from lowbit.runtime.bnb_kernels import bnb_speed_fields
+from lowbit.runtime.quant_linear import REFERENCE_RUNTIME, run_stats, storage_bytes
+from lowbit.runtime.quant_linear import runtime_name as module_runtime_name
 from lowbit.runtime.speed import (
     DEFAULT_DECODE_STEPS,
     DEFAULT_REPEATS,
@@ -44,15 +46,14 @@ from lowbit.utils.progress import info
 from lowbit.utils.tensors import flush_denormal
 
 #: What `lowbit compare` runs when no --variants are given (later issues extend these).
-DEFAULT_VARIANTS = ["rtn:w8ch", "rtn:w8t", "rtn:w4g64", "rtn:w4g128asym", "rtn:w3g64", "rtn:w2g32", "rtn:w8a8"]
+DEFAULT_VARIANTS = ["rtn:w8ch", "rtn:w8t", "rtn:w4g64", "rtn:w4g128asym", "rtn:w3g64", "rtn:w2g32", "rtn:w8a8",
+                    "bnb:int8", "bnb:nf4", "bnb:nf4-dq"]
 QUICK_VARIANTS = ["rtn:w8ch", "rtn:w4g64", "rtn:w3g64"]
 QUICK_EVAL_TOKENS = 4096
 QUICK_CALIB_SAMPLES = 16
 #: (decode steps, repeats) of each speed measurement: --quick times one repeat of fewer steps.
 QUICK_SPEED = (8, 1)
 
-#: How the reference runtime computes (named in every row, as speed claims must be).
-REFERENCE_RUNTIME = "lowbit-reference (dequantize once, torch float matmul)"
 
 
 @dataclass
@@ -98,7 +99,7 @@ def require_causal_lm(loaded: LoadedModel) -> None:
 
 def runtime_name(model: torch.nn.Module) -> str:
     """The kernel a quantized model's outputs came from (W8A8 names its int8 GEMM or its fallback)."""
-    return w8a8_runtime_name(model) or REFERENCE_RUNTIME
+    return w8a8_runtime_name(model) or module_runtime_name(model)
 
 
 @dataclass
@@ -123,6 +124,14 @@ def variant_fields(v: Variant) -> dict[str, Any]:
     }
 
 
+def runtime_row_stats(model: torch.nn.Module) -> dict[str, Any]:
+    """Row fields measured while evaluating: the share of input columns LLM.int8() kept in float."""
+    stats = run_stats(model)
+    if stats.get("input_cols"):
+        return {"outlier_col_share": stats["outlier_cols"] / stats["input_cols"]}
+    return {}
+
+
 def run_variant(float_model: LoadedModel, v: Variant, data: DataSets, ref: Reference,
                 device: torch.device, speed: SpeedSetup | None = None, target: Any = None) -> dict[str, Any]:
     """Quantize a copy of ``float_model`` with ``v``, evaluate it, return its row."""
@@ -142,19 +151,21 @@ def run_variant(float_model: LoadedModel, v: Variant, data: DataSets, ref: Refer
                     or None,
         })
         row.update(summarize(token_metrics(loaded.model, data.eval, ref, f"eval {v.text}"), ref))
+        row.update(runtime_row_stats(loaded.model))
         row.update({k: val for k, val in result.stats.items() if k in ROW_KEYS and row.get(k) is None})
         # After evaluating, so a W8A8 kernel that fell back is named; a method's own runtime name is kept.
-        row["runtime"] = w8a8_runtime_name(loaded.model) or row.get("runtime") or REFERENCE_RUNTIME
+        row["runtime"] = w8a8_runtime_name(loaded.model) or row.get("runtime") or module_runtime_name(loaded.model)
         row.update(llama_speed_fields(loaded, data.eval, row))
         if speed is not None:
             info(f"speed {v.text}")
-            results = measure_runtimes(candidate_runtimes(loaded, REFERENCE_RUNTIME), speed.prompt,
+            results = measure_runtimes(candidate_runtimes(loaded, row["runtime"]), speed.prompt,
                                        speed.decode_steps, speed.repeats)
             row.update(speed_fields(fastest(results), results, speed.float_best))
         if target is not None:
             from lowbit.hardware import target_fields
 
             row.update(target_fields(v.scheme, target))
+        row.update(bnb_speed_fields(loaded, data.eval, row))  # last: it swaps in bitsandbytes' modules
     finally:
         del loaded
         gc.collect()

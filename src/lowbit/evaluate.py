@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from lowbit.compare import require_causal_lm, runtime_name, variant_fields
+from lowbit.compare import require_causal_lm, runtime_name, runtime_row_stats, variant_fields
 from lowbit.data import DEFAULT_EVAL_TOKENS, DataSets, prepare_data
 from lowbit.data.windows import DEFAULT_WINDOW
 from lowbit.devices import select_device
@@ -14,7 +14,7 @@ from lowbit.eval.reference import load_or_compute_reference
 from lowbit.methods import resolve_variant
 from lowbit.models import load_model
 from lowbit.report.schema import build_report, empty_row
-from lowbit.runtime.quant_linear import quantized_modules, storage_bytes
+from lowbit.runtime.quant_linear import quantized_modules, runtime_name, storage_bytes
 from lowbit.utils.progress import info
 
 
@@ -54,6 +54,7 @@ def run_eval(model: str, reference: str | None, eval_spec: str, eval_tokens: int
         row["bits_per_weight"] = bits / sum(m.out_features * m.in_features for _, m in qmods)
     row["size_bytes"] = storage_bytes(loaded.model)
     row.update(summarize(token_metrics(loaded.model, data.eval, ref, f"eval {loaded.name}"), ref))
+    row.update(runtime_row_stats(loaded.model))
     row["runtime"] = runtime_name(loaded.model)
     base = ref_loaded or loaded
     return build_report(loaded, data, ref, [row], base.float_bytes, base.params)

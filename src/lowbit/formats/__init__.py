@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from lowbit.formats.compressed_tensors_w8a8 import save_compressed_tensors
+from lowbit.formats.bnb_format import save_bnb_folder
 from lowbit.formats.gguf_format import save_gguf
 from lowbit.formats.hf_quantized import (
     check_variant,
@@ -32,6 +33,7 @@ WRITERS.add("gptq", save_gptq_folder)
 WRITERS.add("awq", save_awq_folder)
 WRITERS.add("compressed-tensors", save_compressed_tensors_folder, "ct")
 WRITERS.add("compressed-tensors-int", save_compressed_tensors, "ct-int8", "int-quantized")
+WRITERS.add("bnb", save_bnb_folder, "bitsandbytes")
 WRITERS.add("gguf", save_gguf)
 
 #: Formats that constrain the grid, checked before any (possibly long) quantization.

@@ -13,6 +13,7 @@ from lowbit.data.windows import TokenSet
 from lowbit.errors import LowbitError
 from lowbit.methods.base import COMMON_OPTIONS, Method, QuantContext
 from lowbit.methods.awq import AWQ
+from lowbit.methods.bnb import BnbMethod
 from lowbit.methods.gguf import GGUF
 from lowbit.methods.gptq import GPTQ
 from lowbit.methods.rtn import RTN
@@ -25,6 +26,7 @@ from lowbit.variant import VariantString
 
 METHODS: Registry[Method] = Registry("method")
 METHODS.add("rtn", RTN(), "nearest")
+METHODS.add("bnb", BnbMethod(), "bitsandbytes")
 METHODS.add("gguf", GGUF(), "llama.cpp")
 METHODS.add("gptq", GPTQ())
 METHODS.add("awq", AWQ())
@@ -61,6 +63,7 @@ def resolve_variant(text: str) -> Variant:
         if name not in specs:
             raise LowbitError(f"unknown option '{name}' for method {method.name}; options: {', '.join(sorted(specs))}")
         options[name] = specs[name].convert(raw, method.name)
+    method.check_options(scheme, options)
     return Variant(str(vs), method, scheme, options)
 
 

@@ -91,6 +91,9 @@ class Method(ABC):
         """Whether this variant reads calibration data (some methods only with some options)."""
         return self.needs_calibration
 
+    def check_options(self, scheme: Scheme, options: dict[str, Any]) -> None:
+        """Raise :class:`LowbitError` if ``options`` (typed, defaults filled) do not fit ``scheme``."""
+
     def act_bits(self, scheme: Scheme, options: dict[str, Any]) -> int:
         """Bits of the activations at run time (16 = left float; schemes that
         quantize activations, like W8A8, say so through ``act_bits``)."""

@@ -177,17 +177,9 @@ def _solve(w: torch.Tensor, h: torch.Tensor, scheme: Scheme, cfg: GPTQConfig, na
 def split_rows(q: QuantizedTensor, sizes: list[int]) -> list[QuantizedTensor]:
     """Split a representation of stacked matrices (rows ``sizes``) back into one per matrix.
 
-    Valid for schemes whose parameters are per row (channel, group and block
-    granularities); ``g_idx`` is shared because the stacked matrices shared ``H``.
+    The scheme knows its parameters' layout (:meth:`Scheme.split_rows`): per
+    row for channel and group grids, per flattened block for bitsandbytes'.
     """
-    out = []
-    start = 0
-    for n in sizes:
-        params = {}
-        for k, v in q.params.items():
-            params[k] = v.clone() if k == "g_idx" else v[start:start + n].contiguous()
-        piece = QuantizedTensor(q.scheme, (n, q.shape[1]), q.codes[start:start + n].contiguous(), params,
-                                dict(q.meta))
-        out.append(piece)
-        start += n
-    return out
+    from lowbit.schemes import get_scheme
+
+    return get_scheme(q.scheme).split_rows(q, sizes)

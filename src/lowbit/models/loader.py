@@ -4,7 +4,8 @@
 * ``tiny-llama`` / ``tiny-gpt2`` / ``tiny-bert`` (seeded, built in code);
 * a Hugging Face folder (config.json + safetensors, sharded or not);
 * a ``.gguf`` file (dequantized to float once, cached as safetensors);
-* a folder written by ``lowbit quantize`` (format ``lowbit``).
+* a folder written by ``lowbit quantize`` (format ``lowbit``);
+* a transformers + bitsandbytes folder (format ``bnb``, or saved by transformers).
 """
 
 from __future__ import annotations
@@ -220,6 +221,10 @@ def load_model(spec: str = DEFAULT_MODEL, dtype: torch.dtype = torch.float32, se
         from lowbit.formats.lowbit_format import load_lowbit_folder
 
         return load_lowbit_folder(path, dtype)
+    from lowbit.formats.bnb_format import is_bnb_folder, load_bnb_folder
+
+    if is_bnb_folder(path):
+        return load_bnb_folder(path, dtype)
     from lowbit.formats.hf_quantized import load_quantized_folder, quantized_folder_method
 
     if quantized_folder_method(path):  # GPTQ / AWQ / compressed-tensors checkpoints

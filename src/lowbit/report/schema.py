@@ -10,6 +10,8 @@
  "results": [ROW, ...]}
 ```
 Each ROW has every key of :data:`ROW_KEYS` (None where not applicable).
+``outlier_col_share``: for LLM.int8() rows, the share of (linear call, input
+column) pairs that went through the float path on the evaluation set.
 """
 
 from __future__ import annotations
@@ -46,6 +48,8 @@ ROW_KEYS = (
     "slower_than_float", "speed_candidates",
     # deployment target (lowbit.hardware): support-matrix verdict for the variant's scheme
     "target", "target_scheme", "target_support", "target_runtimes", "no_accelerated_path",
+    # LLM.int8(): share of input columns kept in float (outliers)
+    "outlier_col_share",
 )
 
 

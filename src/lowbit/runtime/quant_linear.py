@@ -14,12 +14,25 @@ from collections.abc import Iterator
 import torch
 from torch import nn
 
+from lowbit.errors import LowbitError
 from lowbit.schemes import get_scheme
 from lowbit.schemes.base import QuantizedTensor, Scheme
 
 
+#: How the reference path computes (named in every result row, as speed claims must be).
+REFERENCE_RUNTIME = "lowbit-reference (dequantize once, torch float matmul)"
+
+
 class QuantLinear(nn.Module):
-    """``y = x @ dequantize(q).T + bias``, with the representation kept as buffers."""
+    """``y = x @ dequantize(q).T + bias``, with the representation kept as buffers.
+
+    Subclasses that compute differently (LLM.int8()'s outlier split, a
+    library's kernels) register under a name with :func:`register_module_type`;
+    a representation whose ``meta["module"]`` names one is installed as it.
+    """
+
+    #: Names the kernel in result rows.
+    runtime_name: str = REFERENCE_RUNTIME
 
     def __init__(self, q: QuantizedTensor, bias: torch.Tensor | None, cache_weight: bool = True) -> None:
         super().__init__()
@@ -63,6 +76,10 @@ class QuantLinear(nn.Module):
         self._cached = None
         return super()._apply(fn, recurse)
 
+    def run_stats(self) -> dict[str, float]:
+        """Counters gathered while running (e.g. outlier columns seen); empty for the reference path."""
+        return {}
+
     def extra_repr(self) -> str:
         return f"in={self.in_features}, out={self.out_features}, scheme={self.scheme_spec}, bias={self.bias is not None}"
 
@@ -85,9 +102,31 @@ def register_module(family: str, cls: type[QuantLinear]) -> None:
     MODULE_FOR_FAMILY[family] = cls
 
 
+#: QuantLinear subclasses by the name a representation's ``meta["module"]`` gives (it wins over the family).
+MODULE_TYPES: dict[str, type[QuantLinear]] = {}
+
+
+def register_module_type(name: str, cls: type[QuantLinear]) -> None:
+    """Make ``meta["module"] == name`` install ``cls`` instead of the reference QuantLinear."""
+    if MODULE_TYPES.get(name, cls) is not cls:
+        raise ValueError(f"quantized module type '{name}' registered twice")
+    MODULE_TYPES[name] = cls
+
+
+def module_type(q: QuantizedTensor) -> type[QuantLinear]:
+    """The QuantLinear class that runs ``q``."""
+    kind = q.meta.get("module")
+    if kind is None:
+        return MODULE_FOR_FAMILY.get(get_scheme(q.scheme).family, QuantLinear)
+    if kind not in MODULE_TYPES:
+        raise LowbitError(f"quantized tensor of scheme {q.scheme} asks for run-time module '{kind}', which this "
+                          f"lowbit does not have (known: {', '.join(sorted(MODULE_TYPES)) or 'none'})")
+    return MODULE_TYPES[kind]
+
+
 def install_quantized(model: nn.Module, name: str, q: QuantizedTensor, cache_weight: bool = True) -> QuantLinear:
-    """Replace the Linear ``name`` in ``model`` by a :class:`QuantLinear` holding ``q``
-    (or the module registered for its scheme family)."""
+    """Replace the Linear ``name`` in ``model`` by a :class:`QuantLinear`, or the subclass ``q`` names,
+    or the module registered for its scheme family."""
     old = model.get_submodule(name)
     if isinstance(old, nn.Embedding):  # GGUF stores token embeddings quantized too
         from lowbit.runtime.quant_embedding import QuantEmbedding
@@ -96,8 +135,7 @@ def install_quantized(model: nn.Module, name: str, q: QuantizedTensor, cache_wei
     else:
         bias = getattr(old, "bias", None)
         device = q.codes.device
-        cls = MODULE_FOR_FAMILY.get(get_scheme(q.scheme).family, QuantLinear)
-        new = cls(q, bias.to(device) if bias is not None else None, cache_weight)
+        new = module_type(q)(q, bias.to(device) if bias is not None else None, cache_weight)
     _set_module(model, name, new)
     if q.meta.get("tied_embedding"):  # an output head that is also the input embedding
         from lowbit.runtime.quant_embedding import tie_embedding
@@ -111,6 +149,21 @@ def quantized_modules(model: nn.Module) -> Iterator[tuple[str, QuantLinear]]:
     for name, mod in model.named_modules():
         if isinstance(mod, QuantLinear):
             yield name, mod
+
+
+def runtime_name(model: nn.Module) -> str:
+    """The kernel(s) ``model``'s quantized linears run with, for result rows."""
+    names = sorted({mod.runtime_name for _, mod in quantized_modules(model)})
+    return "; ".join(names) if names else REFERENCE_RUNTIME
+
+
+def run_stats(model: nn.Module) -> dict[str, float]:
+    """Run-time counters summed over every quantized linear (see :meth:`QuantLinear.run_stats`)."""
+    total: dict[str, float] = {}
+    for _, mod in quantized_modules(model):
+        for key, value in mod.run_stats().items():
+            total[key] = total.get(key, 0.0) + value
+    return total
 
 
 def storage_bytes(model: nn.Module) -> int:

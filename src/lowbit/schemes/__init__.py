@@ -12,6 +12,7 @@ from collections.abc import Callable
 
 from lowbit.errors import LowbitError
 from lowbit.schemes.base import QuantizedTensor, Scheme, check_finite
+from lowbit.schemes.bnb import parse_bnb
 from lowbit.schemes.gguf.mixture import GGUFMixture
 from lowbit.schemes.gguf.scheme import GGUFScheme
 from lowbit.schemes.int_affine import IntScheme
@@ -62,6 +63,7 @@ def get_scheme(spec: str) -> Scheme:
 
 
 register_family("int", IntScheme.parse)
+register_family("bnb", parse_bnb)
 register_family("gguf", GGUFScheme.parse)
 register_family("gguf-mix", GGUFMixture.parse)
 register_family("wa", W8A8Scheme.parse)

@@ -164,3 +164,19 @@ class Scheme(ABC):
     ) -> QuantizedTensor:
         """Build the representation from codes ``[O, I]`` and per-group parameters, in group order."""
         raise LowbitError(f"scheme {self.spec()} does not support column-wise methods")
+
+    def split_rows(self, q: QuantizedTensor, sizes: list[int]) -> list[QuantizedTensor]:
+        """Split a representation of stacked matrices (rows ``sizes``) back into one per matrix.
+
+        The default suits parameters with one leading entry per row (channel
+        and group grids); ``g_idx`` is shared, because stacked matrices share
+        their inputs. Grids with other layouts override it.
+        """
+        out = []
+        start = 0
+        for n in sizes:
+            params = {k: v.clone() if k == "g_idx" else v[start:start + n].contiguous() for k, v in q.params.items()}
+            out.append(QuantizedTensor(q.scheme, (n, *q.shape[1:]), q.codes[start:start + n].contiguous(), params,
+                                       dict(q.meta)))
+            start += n
+        return out
