@@ -82,6 +82,10 @@ class Method(ABC):
         """Bits of the activations at run time (16 = left float)."""
         return 16
 
+    def quick_options(self, options: dict[str, Any], given: set[str]) -> dict[str, Any]:
+        """Options for a ``--quick`` comparison (``given``: options the user set explicitly, kept)."""
+        return options
+
     @abstractmethod
     def quantize(self, ctx: QuantContext) -> None:
         """Quantize every target in ``ctx`` and ``ctx.install`` the results."""

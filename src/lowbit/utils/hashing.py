@@ -15,8 +15,15 @@ def sha256_json(obj: Any) -> str:
 
 
 def sha256_tokens(windows: torch.Tensor) -> str:
-    """SHA-256 of token windows (int64 [n, T]), independent of device and stride."""
-    return hashlib.sha256(windows.detach().cpu().contiguous().to(torch.int64).numpy().tobytes()).hexdigest()
+    """SHA-256 of token windows (int64 [n, T]), independent of device and stride.
+
+    The shape is hashed too: the same token stream cut into 8×512 or 16×256
+    windows has the same bytes but different per-window contexts (and a
+    float reference cached for one must not be served for the other).
+    """
+    h = hashlib.sha256(str(tuple(windows.shape)).encode())
+    h.update(windows.detach().cpu().contiguous().to(torch.int64).numpy().tobytes())
+    return h.hexdigest()
 
 
 def model_fingerprint(model: torch.nn.Module) -> str:
