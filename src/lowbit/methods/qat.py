@@ -91,11 +91,6 @@ class QAT(Method):
     def quick_options(self, options: dict[str, Any], given: set[str]) -> dict[str, Any]:
         return options if "steps" in given else {**options, "steps": min(options["steps"], QUICK_STEPS)}
 
-    def check_scheme(self, scheme: Scheme) -> None:
-        from lowbit.qat.fake_quant import adapter_kind
-
-        adapter_kind(scheme)  # every scheme has at least the dynamic adapter
-
     def quantize(self, ctx: QuantContext) -> None:
         from lowbit.qat.trainer import TrainConfig
 

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from lowbit.qat.fake_quant import FakeQuantizer, fake_quant_act_int8, fake_quantizer_for
+from lowbit.runtime.quant_linear import _set_module
 from lowbit.schemes import get_scheme
 from lowbit.schemes.base import QuantizedTensor
 
@@ -60,12 +61,6 @@ class FakeQuantLinear(nn.Module):
 
     def extra_repr(self) -> str:
         return f"in={self.in_features}, out={self.out_features}, fq={type(self.fq).__name__}, act8={self.act8}"
-
-
-def _set_module(root: nn.Module, name: str, new: nn.Module) -> None:
-    parent_name, _, child = name.rpartition(".")
-    parent = root.get_submodule(parent_name) if parent_name else root
-    setattr(parent, child, new)
 
 
 def latent_init(fq: FakeQuantizer, w: torch.Tensor, q0: QuantizedTensor) -> torch.Tensor:
