@@ -70,34 +70,45 @@ class _AffineSTE(torch.autograd.Function):
 
     ``s`` and ``z`` broadcast against ``W`` (per tensor ``[1, 1]``, per channel
     ``[O, 1]``, per group ``[O, n_g, 1]`` against ``W`` viewed ``[O, n_g, G]``).
-    Only the inputs are kept for backward; the per-weight intermediates are
-    recomputed there, which keeps memory at one weight copy.
+    Backward keeps only a 1-byte in-range mask and ``ŵ`` itself (which the
+    matmul keeps anyway): the scale gradient follows from them, since
+    ``∂ŵ/∂s = (ŵ − W·inside)/s`` — ``round(u) − u`` inside the range and the
+    clamped level outside it, LSQ's gradient. Elementwise passes over every
+    weight are half the cost of a training step on CPU, so they are counted.
     """
 
     @staticmethod
     def forward(ctx: Any, w: torch.Tensor, s: torch.Tensor, z: torch.Tensor,  # type: ignore[override]
                 qmax: int) -> torch.Tensor:
-        q = torch.clamp(torch.round(w / s) + z, 0, qmax)
-        ctx.save_for_backward(w, s, z)
-        ctx.qmax = qmax
+        t = w / s
+        t.round_().add_(z)
+        out = t.clamp(0, qmax)
+        inside = out == t
+        del t
         # Same operation order as IntScheme.dequantize, so the exported model is bit-identical.
-        return (q - z) * s
+        out.sub_(z).mul_(s)
+        ctx.save_for_backward(w, s, inside, out)
+        return out
 
     @staticmethod
     def backward(ctx: Any, g: torch.Tensor) -> tuple[torch.Tensor | None, ...]:  # type: ignore[override]
-        w, s, z = ctx.saved_tensors
-        u = w / s
-        r = torch.round(u)
-        pre = r + z
-        low, high = pre < 0, pre > ctx.qmax
-        inside = ~(low | high)
-        gw = g * inside if ctx.needs_input_grad[0] else None
+        w, s, inside, out = ctx.saved_tensors
+        gw = g * inside
         gs = None
         if ctx.needs_input_grad[1]:
-            # LSQ: ∂ŵ/∂s = round(u) − u inside the range, the clamped level outside it.
-            ds = torch.where(inside, r - u, torch.where(low, -z, ctx.qmax - z))
-            gs = (g * ds).sum_to_size(s.shape)
+            # Σ_group g·(ŵ − W·inside) / s, as two batched dot products (no per-weight temporaries).
+            gs = (_group_dot(g, out, s.shape) - _group_dot(gw, w, s.shape)) / s
         return gw, gs, None, None
+
+
+def _group_dot(a: torch.Tensor, b: torch.Tensor, shape: torch.Size) -> torch.Tensor:
+    """``(a·b)`` summed down to ``shape`` (the scale's shape), for ``a``, ``b`` shaped like the weight view."""
+    if a.dim() == 3 and shape[-1] == 1:  # [O, n_g, G] groups
+        g = a.shape[-1]
+        return torch.bmm(a.reshape(-1, 1, g), b.reshape(-1, g, 1)).reshape(shape)
+    if len(shape) == 2 and shape[0] == a.shape[0] and shape[1] == 1:  # per channel
+        return torch.bmm(a.unsqueeze(1), b.unsqueeze(2)).reshape(shape)
+    return (a * b).sum_to_size(shape)
 
 
 class AffineFakeQuant(FakeQuantizer):

@@ -43,10 +43,12 @@ class TrainConfig:
         warmup: steps of linear warm-up (then cosine decay to ``min_lr_ratio``·lr).
         min_lr_ratio: final learning rate as a fraction of ``lr``.
         clip: gradient-norm clip.
+        bf16: run the matmuls of both models in bfloat16 (autocast; CPUs with AMX run them
+            several times faster). Latent weights, Adam and the exported model stay float32.
     """
 
     steps: int = 200
-    lr: float = 1e-5
+    lr: float = 1e-4
     loss: str = "kd"
     batch: int = 1
     tokens: int = 0
@@ -54,6 +56,7 @@ class TrainConfig:
     warmup: int = -1
     min_lr_ratio: float = 0.1
     clip: float = 1.0
+    bf16: bool = False
 
     def __post_init__(self) -> None:
         if self.steps < 1 or self.batch < 1 or self.tokens < 0:
@@ -129,7 +132,8 @@ class QATTrainer:
         if not self.params:
             raise ValueError("student has no trainable parameters; call prepare() first")
         self.lsq = [m.fq for _, m in fake_quant_modules(student) if isinstance(m.fq, AffineFakeQuant) and m.fq.lsq]
-        self.opt = torch.optim.Adam(list(self.params.values()), lr=cfg.lr, betas=(0.9, 0.95), eps=1e-8)
+        # fused: one pass over each parameter instead of ~10 (Adam is a tenth of a step on CPU otherwise).
+        self.opt = torch.optim.Adam(list(self.params.values()), lr=cfg.lr, betas=(0.9, 0.95), eps=1e-8, fused=True)
         self.log = TrainLog()
         self._perms: dict[int, torch.Tensor] = {}
 
@@ -151,12 +155,15 @@ class QATTrainer:
         return out
 
     def _loss(self, ids: torch.Tensor) -> torch.Tensor:
-        logits = self.student(input_ids=ids, use_cache=False).logits
-        loss = logits.new_zeros(())
-        if self.cfg.loss in ("kd", "kdce"):
-            assert self.teacher is not None
-            with torch.no_grad():
-                t_logits = self.teacher(input_ids=ids, use_cache=False).logits
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.cfg.bf16):
+            logits = self.student(input_ids=ids, use_cache=False).logits
+            t_logits = None
+            if self.cfg.loss in ("kd", "kdce"):
+                assert self.teacher is not None
+                with torch.no_grad():
+                    t_logits = self.teacher(input_ids=ids, use_cache=False).logits
+        loss = logits.new_zeros((), dtype=torch.float32)
+        if t_logits is not None:
             loss = loss + kd_loss(logits, t_logits)
         if self.cfg.loss in ("ce", "kdce"):
             loss = loss + ce_loss(logits, ids)
