@@ -107,7 +107,8 @@ def _add_qat_parser(sub: Any) -> None:
     p.add_argument("--eval-every", type=int, default=0, metavar="N", help="steps between training-curve points")
     p.add_argument("--curve-tokens", type=_positive, default=None, metavar="N",
                    help="eval tokens scored at each curve point (default: all)")
-    p.add_argument("--max-minutes", type=float, default=None, metavar="M", help="stop training after M minutes")
+    p.add_argument("--max-minutes", type=float, default=None, metavar="M",
+                   help="stop after M minutes of training steps (evaluations not counted), then export")
     p.add_argument("--json", type=Path, default=None, metavar="FILE", help="write the summary (with the curve) here")
 
 

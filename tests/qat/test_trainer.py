@@ -72,8 +72,9 @@ def test_training_is_deterministic_and_lowers_the_loss(train_windows) -> None:  
 def test_resume_continues_bit_exactly(train_windows, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     text = "qat:w3g64+steps=4+lr=1e-3+lsq"
     _, full = _run(text, train_windows)
-    # Interrupted after one step (max_seconds=0 stops after the first), then resumed.
-    _run(text, train_windows, _run_settings(tmp_path / "ck", text, checkpoint_every=1, max_seconds=0.0))
+    # Interrupted after one step (a tiny time budget stops after the first), then resumed.
+    _, cut = _run(text, train_windows, _run_settings(tmp_path / "ck", text, checkpoint_every=1, max_seconds=1e-9))
+    assert not cut.stats["qat"]["finished_schedule"]
     info = json.loads((tmp_path / "ck" / "state.json").read_text())
     assert info["log"]["step"] == 1 and info["adam_step"] == 1
     _, resumed = _run(text, train_windows, _run_settings(tmp_path / "ck", text, resume=True))

@@ -46,7 +46,7 @@ class QATRun:
             before the first step, every ``eval_every`` steps and after the last.
         eval_every: steps between curve points (0: only before and after).
         eval_tensors: per-token tensors the evaluator keeps (saved in checkpoints).
-        max_seconds: stop training after this much wall time (then convert).
+        max_seconds: stop after this much training time (steps only, not evaluations), then convert.
         model: model spec, recorded in checkpoints.
         variant: the variant text, recorded in checkpoints.
         train_sha256: identity of the training text (source, documents, window, seed), recorded in checkpoints.
@@ -137,6 +137,7 @@ class QAT(Method):
         from lowbit.qat.checkpoint import log_from_info, read_tensors
         from lowbit.qat.modules import attach_act_quant, convert, prepare
         from lowbit.qat.trainer import QATTrainer, TrainingDiverged
+        from lowbit.utils.progress import warn
 
         model = ctx.model
         model.requires_grad_(False)
@@ -164,7 +165,7 @@ class QAT(Method):
 
         start = time.perf_counter()
         try:
-            trainer.run(cfg.steps, after_step, run.max_seconds)
+            finished = trainer.run(cfg.steps, after_step, run.max_seconds)
         except TrainingDiverged as e:
             if run.checkpoint_dir is None:
                 raise
@@ -180,7 +181,11 @@ class QAT(Method):
             ctx.install(name, q)
             if ctx.options["a8"]:
                 attach_act_quant(model.get_submodule(name))
+        if not finished:
+            warn(f"qat: the training-time budget ({run.max_seconds:.0f} s) ran out after step {trainer.log.step} "
+                 f"of {cfg.steps}; converting the model as it is")
         ctx.stats["qat"] = {**trainer.log.to_json(), "train_wall_seconds": time.perf_counter() - start,
+                            "finished_schedule": finished,
                             "training_windows": int(trainer.windows.shape[0]),
                             "window_tokens": trainer.window_tokens, "config": vars(cfg)}
 

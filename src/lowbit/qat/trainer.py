@@ -195,12 +195,17 @@ class QATTrainer:
         return value
 
     def run(self, until: int, after_step: Callable[[QATTrainer], None] | None = None,
-            max_seconds: float | None = None) -> None:
-        """Train until ``until`` steps are done (or ``max_seconds`` of training have passed)."""
-        start_wall = time.perf_counter()
+            max_seconds: float | None = None) -> bool:
+        """Train until ``until`` steps are done; False if ``max_seconds`` of training time came first.
+
+        Training time is the time of the steps themselves (:attr:`TrainLog.seconds`, summed over
+        resumed runs); the callbacks' evaluations and checkpoints do not count.
+        """
         self.student.eval()  # no dropout: the quantized model is used in eval mode
         with flush_denormal(), TrainProgress(self.log.step, until, "qat") as bar:
             while self.log.step < until:
+                if max_seconds is not None and self.log.seconds >= max_seconds:
+                    return False
                 t0 = time.perf_counter()
                 loss = self.step_once()
                 dt = time.perf_counter() - t0
@@ -208,8 +213,7 @@ class QATTrainer:
                 bar.update(self.log.step, loss, self.cfg.batch * self.window_tokens / dt, self.cfg.lr_at(self.log.step - 1))
                 if after_step is not None:
                     after_step(self)
-                if max_seconds is not None and time.perf_counter() - start_wall > max_seconds:
-                    break
+        return True
 
     # --- checkpoint state -------------------------------------------------------------
 
