@@ -5,13 +5,20 @@ from __future__ import annotations
 import torch
 
 
-def log_tail_mass(top_logp: torch.Tensor) -> torch.Tensor:
-    """log(1 − Σ exp(top_logp)) in float64: the probability outside the top-k.
+#: Floor of a tail's log-mass (an empty or all-underflowing tail), so that 0·log 0 terms stay 0.
+LOG_TAIL_FLOOR = -690.0
 
-    Reference and model go through this same function, so identical models
-    give bit-identical tail masses (and a KLD of exactly 0).
+
+def log_tail_mass(logp: torch.Tensor, top_idx: torch.Tensor) -> torch.Tensor:
+    """log of the probability outside ``top_idx``, from full log-probabilities ``logp`` ``[..., V]`` (float32).
+
+    A log-sum-exp over the tail itself, not ``log(1 − Σ top)``: when a model puts all
+    but 1e-7 of its mass on the top-k, ``1 − Σ top`` cancels to 0 in float32 and the
+    tail estimate below overflowed to inf where the true KL is finite (a QAT-trained
+    SmolLM2 did this). Reference and model go through this same function, so
+    identical models give bit-identical tail masses (and a KLD of exactly 0).
     """
-    return (-torch.expm1(torch.logsumexp(top_logp.double(), dim=-1))).clamp(min=1e-300).log()
+    return torch.logsumexp(logp.scatter(-1, top_idx, float("-inf")), dim=-1).clamp(min=LOG_TAIL_FLOOR)
 
 
 def kl_from_compact(logits: torch.Tensor, lse: torch.Tensor, top_idx: torch.Tensor, top_logp: torch.Tensor,
@@ -27,14 +34,14 @@ def kl_from_compact(logits: torch.Tensor, lse: torch.Tensor, top_idx: torch.Tens
     reference (a plain ``mean(log p̃/q̃)`` was 20% off at KLD 1e-3 on a
     257-token model). ``logits`` ``[..., V]``, ``lse`` their log-sum-exp.
     """
-    q_top = logits.gather(-1, top_idx) - lse.unsqueeze(-1)
+    logq = logits - lse.unsqueeze(-1)  # the operations the reference used, so equal models match exactly
+    q_top = logq.gather(-1, top_idx)
     kl_top = (top_logp.exp() * (top_logp - q_top)).sum(-1).double()
     log_p_tail = tail_logp.double()
-    # Rounded through float32 exactly as the stored reference value was.
-    log_q_tail = log_tail_mass(q_top).float().double()
+    log_q_tail = log_tail_mass(logq, top_idx).double()
     p_tail = log_p_tail.exp()
     grouped = p_tail * (log_p_tail - log_q_tail)
-    q_s = (logits.gather(-1, tail_idx) - lse.unsqueeze(-1)).double()
+    q_s = logq.gather(-1, tail_idx).double()
     log_r = (q_s - log_q_tail.unsqueeze(-1)) - (tail_sample_logp.double() - log_p_tail.unsqueeze(-1))
     within_tail = (torch.expm1(log_r) - log_r).mean(-1)
     return (kl_top + grouped + p_tail * within_tail).float()

@@ -4,7 +4,8 @@ Full log-probabilities for 16k tokens × 49k vocabulary would be 3 GB, so the
 cache keeps, per token:
 
 * the top-``k`` token ids and their log-probabilities (exact);
-* the log of the probability mass outside them (``log(1 − Σ top)``, float64);
+* the log of the probability mass outside them (a log-sum-exp over the tail,
+  which stays exact when that mass is below float32's resolution of ``1 − Σ top``);
 * ``m`` tail tokens drawn from the float distribution restricted to the tail,
   with their log-probabilities;
 * the NLL of the true next token.
@@ -38,7 +39,7 @@ from lowbit.utils.tensors import flush_denormal
 
 TOP_K = 128
 TAIL_SAMPLES = 32
-CACHE_VERSION = 3
+CACHE_VERSION = 4
 
 
 @dataclass
@@ -132,7 +133,7 @@ def compute_reference(model: nn.Module, data: TokenSet, k: int = TOP_K, m: int =
             "nll": -logp.gather(-1, targets.unsqueeze(-1)).squeeze(-1),
             "top_idx": idx,
             "top_logp": vals,
-            "tail_logp": log_tail_mass(vals).float(),
+            "tail_logp": log_tail_mass(logp, idx),
             "tail_idx": drawn,
             "tail_sample_logp": logp.gather(-1, drawn),
         }
