@@ -1,4 +1,4 @@
-"""The `lowbit` command: compare, quantize, eval, inspect.
+"""The `lowbit` command: compare, quantize, qat, eval, inspect.
 
 Bad input (a LowbitError) prints one line naming the problem and exits 2;
 argparse's own usage errors exit 2 as well.
@@ -90,6 +90,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, required=True, metavar="FILE")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output")
 
+    _add_qat_parser(sub)
+
     p = sub.add_parser("eval", help="evaluate one model (against a reference when known)")
     p.add_argument("--model", required=True)
     p.add_argument("--reference", default=None, help="float model to compare against (default: the model's base)")
@@ -106,6 +108,45 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model", nargs="?", default=DEFAULT_MODEL)
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     return parser
+
+
+def _add_qat_parser(sub: Any) -> None:
+    from lowbit.models import DEFAULT_MODEL
+
+    p = sub.add_parser("qat", help="quantization-aware training of one qat:… variant, then export it")
+    p.add_argument("--model", default=DEFAULT_MODEL)
+    p.add_argument("--variant", required=True, metavar="V", help="qat:SCHEME[+steps=N+lr=X+init=rtn+loss=kd+lsq+a8…]")
+    p.add_argument("--train", default=None, metavar="SPEC",
+                   help="training text (default: a part of the --eval source disjoint from the eval part)")
+    _add_data_args(p, calib=False)
+    p.add_argument("--format", default="lowbit", help="output format (default: %(default)s)")
+    p.add_argument("--out", type=Path, required=True, metavar="DIR")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    p.add_argument("--checkpoint-every", type=int, default=50, metavar="N", help="steps between checkpoints")
+    p.add_argument("--checkpoint-dir", type=Path, default=None, metavar="DIR", help="default: OUT.qat-checkpoint")
+    p.add_argument("--resume", action="store_true", help="continue from the checkpoint")
+    p.add_argument("--eval-every", type=int, default=0, metavar="N", help="steps between training-curve points")
+    p.add_argument("--curve-tokens", type=_positive, default=None, metavar="N",
+                   help="eval tokens scored at each curve point (default: all)")
+    p.add_argument("--max-minutes", type=float, default=None, metavar="M",
+                   help="stop after M minutes of training steps (evaluations not counted), then export")
+    p.add_argument("--json", type=Path, default=None, metavar="FILE", help="write the summary (with the curve) here")
+
+
+def _cmd_qat(args: argparse.Namespace) -> int:
+    from lowbit.qat.run import run_qat
+    from lowbit.report.schema import dumps, write_json
+
+    summary = run_qat(args.model, args.variant, args.out, train=args.train, eval_spec=args.eval, fmt=args.format,
+                      eval_tokens=args.eval_tokens, window_tokens=args.window_tokens, seed=args.seed,
+                      text_field=args.text_field, device=args.device, overwrite=args.overwrite,
+                      checkpoint_every=args.checkpoint_every, checkpoint_dir=args.checkpoint_dir, resume=args.resume,
+                      eval_every=args.eval_every, curve_tokens=args.curve_tokens,
+                      max_seconds=args.max_minutes * 60 if args.max_minutes else None)
+    if args.json:
+        write_json(summary, args.json)
+    print(dumps({k: v for k, v in summary.items() if k not in ("curve", "losses")}), end="")
+    return 0
 
 
 def _cmd_compare(args: argparse.Namespace) -> int:
@@ -215,7 +256,7 @@ def _print_inspect(d: dict[str, Any]) -> None:
 
 
 COMMANDS = {"compare": _cmd_compare, "quantize": _cmd_quantize, "imatrix": _cmd_imatrix, "eval": _cmd_eval,
-            "inspect": _cmd_inspect, "hw": _cmd_hw}
+            "inspect": _cmd_inspect, "hw": _cmd_hw, "qat": _cmd_qat}
 
 
 def main(argv: list[str] | None = None) -> int:

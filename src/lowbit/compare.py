@@ -8,6 +8,7 @@ that fails records its error and the run goes on.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import gc
 import traceback
 from dataclasses import dataclass, field
@@ -44,6 +45,7 @@ from lowbit.runtime.w8a8 import w8a8_runtime_name
 from lowbit.utils.memory import PeakRSS
 from lowbit.utils.progress import info
 from lowbit.utils.tensors import flush_denormal
+from lowbit.variant import VariantString
 
 #: What `lowbit compare` runs when no --variants are given (later issues extend these).
 DEFAULT_VARIANTS = ["rtn:w8ch", "rtn:w8t", "rtn:w4g64", "rtn:w4g128asym", "rtn:w3g64", "rtn:w2g32", "rtn:w8a8",
@@ -132,6 +134,15 @@ def runtime_row_stats(model: torch.nn.Module) -> dict[str, Any]:
     return {}
 
 
+def quick_variant(v: Variant) -> Variant:
+    """``v`` with its method's cheaper ``--quick`` settings (options written in the variant are kept)."""
+    given = {name for name, _ in VariantString.parse(v.text).options}
+    options = v.method.quick_options(dict(v.options), given)
+    # The row names what actually ran: e.g. qat:w3g64 → qat:w3g64+steps=4.
+    text = v.text + "".join(f"+{k}={options[k]}" for k in options if options[k] != v.options.get(k))
+    return dataclasses.replace(v, text=text, options=options)
+
+
 def run_variant(float_model: LoadedModel, v: Variant, data: DataSets, ref: Reference,
                 device: torch.device, speed: SpeedSetup | None = None, target: Any = None) -> dict[str, Any]:
     """Quantize a copy of ``float_model`` with ``v``, evaluate it, return its row."""
@@ -177,6 +188,8 @@ def run_compare(opts: CompareOptions) -> dict[str, Any]:
     from lowbit.hardware import get_target, target_here
 
     variants = [resolve_variant(t) for t in opts.resolved_variants()]  # fail fast on bad strings
+    if opts.quick:
+        variants = [quick_variant(v) for v in variants]
     device = select_device(opts.device)
     target = get_target(opts.target) if opts.target else target_here(device.type)
     eval_tokens = opts.eval_tokens or (QUICK_EVAL_TOKENS if opts.quick else DEFAULT_EVAL_TOKENS)

@@ -16,6 +16,7 @@ from lowbit.methods.awq import AWQ
 from lowbit.methods.bnb import BnbMethod
 from lowbit.methods.gguf import GGUF
 from lowbit.methods.gptq import GPTQ
+from lowbit.methods.qat import QAT
 from lowbit.methods.rtn import RTN
 from lowbit.methods.smoothquant import SmoothQuant
 from lowbit.models.loader import LoadedModel
@@ -31,6 +32,7 @@ METHODS.add("gguf", GGUF(), "llama.cpp")
 METHODS.add("gptq", GPTQ())
 METHODS.add("awq", AWQ())
 METHODS.add("smoothquant", SmoothQuant(), "sq")
+METHODS.add("qat", QAT())
 
 
 @dataclass(frozen=True)

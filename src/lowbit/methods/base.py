@@ -99,6 +99,10 @@ class Method(ABC):
         quantize activations, like W8A8, say so through ``act_bits``)."""
         return int(getattr(scheme, "act_bits", 16))
 
+    def quick_options(self, options: dict[str, Any], given: set[str]) -> dict[str, Any]:
+        """Options for a ``--quick`` comparison (``given``: options the user set explicitly, kept)."""
+        return options
+
     @abstractmethod
     def quantize(self, ctx: QuantContext) -> None:
         """Quantize every target in ``ctx`` and ``ctx.install`` the results."""

@@ -35,9 +35,14 @@ def set_quiet(quiet: bool) -> None:
     _quiet = quiet
 
 
+def bars_enabled() -> bool:
+    """Whether live progress bars are drawn (stderr is a terminal and not ``--quiet``)."""
+    return not _quiet and sys.stderr.isatty()
+
+
 def track(items: Iterable[T], description: str, total: int | None = None) -> Iterator[T]:
     """Iterate ``items`` with a progress bar showing count, elapsed time and ETA."""
-    if _quiet or not sys.stderr.isatty():
+    if not bars_enabled():
         yield from items
         return
     progress = Progress(
