@@ -71,27 +71,3 @@ def test_reference_cache_round_trips(setup) -> None:  # type: ignore[no-untyped-
     for field in ("nll", "top_idx", "top_logp", "tail_logp", "tail_idx", "tail_sample_logp"):
         assert torch.equal(getattr(a, field), getattr(b, field)), field
     assert a.top_idx.dtype == torch.int64
-
-
-def test_kld_stays_finite_and_close_when_the_model_is_far_more_confident() -> None:
-    # A model that puts all but ~1e-17 of its mass on the top-k, against a reference
-    # with a real tail: `1 − Σ top` cancels to 0 in float32 there, and the tail
-    # estimate used to overflow to inf (seen on a QAT-trained SmolLM2).
-    from lowbit.eval.kl import kl_from_compact, log_tail_mass
-
-    gen = torch.Generator().manual_seed(0)
-    v, k, m = 300, 16, 64
-    ref_logits = torch.randn(1, 6, v, generator=gen) * 2
-    ref_logits[..., 0] += 12
-    model_logits = ref_logits.clone()
-    model_logits[..., 0] += 40
-    logp = ref_logits - torch.logsumexp(ref_logits, -1, keepdim=True)
-    vals, idx = torch.topk(logp, k, dim=-1)
-    probs = torch.softmax(logp.scatter(-1, idx, float("-inf")).reshape(-1, v), -1)
-    drawn = torch.multinomial(probs, m, replacement=True, generator=gen).reshape(1, 6, m)
-    lse = torch.logsumexp(model_logits, -1)
-    kl = kl_from_compact(model_logits, lse, idx, vals, log_tail_mass(logp, idx), drawn, logp.gather(-1, drawn))
-    p, q = ref_logits.double().log_softmax(-1), model_logits.double().log_softmax(-1)
-    exact = (p.exp() * (p - q)).sum(-1)
-    assert torch.isfinite(kl).all()
-    torch.testing.assert_close(kl.double(), exact, rtol=0.05, atol=1e-3)
