@@ -84,6 +84,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("inspect", help="architecture, linears and their shapes, sizes")
     p.add_argument("model", nargs="?", default=DEFAULT_MODEL)
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+    from lowbit.advisor.cli import add_parsers
+
+    add_parsers(sub, _add_data_args, _positive)
     return parser
 
 
@@ -174,6 +178,12 @@ def _print_inspect(d: dict[str, Any]) -> None:
 COMMANDS = {"compare": _cmd_compare, "quantize": _cmd_quantize, "eval": _cmd_eval, "inspect": _cmd_inspect}
 
 
+def _all_commands() -> dict[str, Any]:
+    from lowbit.advisor.cli import COMMANDS as ADVISOR_COMMANDS
+
+    return {**COMMANDS, **ADVISOR_COMMANDS}
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `lowbit` console script."""
     args = build_parser().parse_args(argv)
@@ -183,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
     set_quiet(args.quiet)
     try:
         with flush_denormal():
-            return COMMANDS[args.command](args)
+            return _all_commands()[args.command](args)
     except LowbitError as e:
         print(f"lowbit: error: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT

@@ -58,3 +58,16 @@ def print_table(report: dict[str, Any], console: Console | None = None) -> None:
     if mdes:
         console.print(f"This eval set detects a Δppl of about {min(mdes):.3f}–{max(mdes):.3f} or more "
                       "(80% power, α = 0.05, paired per window); smaller differences are not evidence either way.")
+    print_detectability(report, console)
+
+
+def print_detectability(report: dict[str, Any], console: Console) -> None:
+    """One line per paired comparison between variants (see :mod:`lowbit.eval.detect`)."""
+    block = report.get("detectability") or {}
+    pairs = (block.get("pairs") or []) + (block.get("nll_pairs") or [])
+    if not pairs:
+        return
+    console.print("Paired comparisons (per token, same eval tokens, 95% CI; detectable = 80% power, α = 0.05):")
+    for p in pairs:
+        style = "" if p["distinguishable"] else "[yellow]"
+        console.print(f"  {style}{p['sentence']}{'[/yellow]' if style else ''}", highlight=False)
