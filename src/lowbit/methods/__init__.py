@@ -12,6 +12,7 @@ from torch import nn
 from lowbit.data.windows import TokenSet
 from lowbit.errors import LowbitError
 from lowbit.methods.base import COMMON_OPTIONS, Method, QuantContext
+from lowbit.methods.mixed import Mixed
 from lowbit.methods.rtn import RTN
 from lowbit.models.loader import LoadedModel
 from lowbit.registry import Registry
@@ -21,6 +22,7 @@ from lowbit.variant import VariantString
 
 METHODS: Registry[Method] = Registry("method")
 METHODS.add("rtn", RTN(), "nearest")
+METHODS.add("mixed", Mixed(), "mixed-precision")
 
 
 @dataclass(frozen=True)
