@@ -110,4 +110,39 @@ def cmd_recommend(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {"recommend": cmd_recommend}
+def cmd_auto(args: argparse.Namespace) -> int:
+    """``lowbit auto``: 0 when a variant passes (or --target-bpw ran), 1 when none does."""
+    from lowbit.advisor.auto import AutoOptions, run_auto, write_outputs
+    from lowbit.advisor.bar import make_bar
+    from lowbit.advisor.show import print_auto
+    from lowbit.models import DEFAULT_MODEL
+    from lowbit.report.schema import write_json
+    from lowbit.variant import split_variant_list
+
+    if args.budget_minutes is not None and args.budget_minutes <= 0:
+        raise LowbitError(f"--budget-minutes must be positive, got {args.budget_minutes:g}")
+    opts = AutoOptions(
+        model=args.model or DEFAULT_MODEL, target=args.target, goal=args.goal,
+        bar=make_bar(args.max_kld, args.max_ppl_increase, args.min_top1), target_bpw=args.target_bpw,
+        candidates=split_variant_list(args.candidates) if args.candidates else None,
+        budget_minutes=args.budget_minutes, mixed=not args.no_mixed, accelerated_only=args.accelerated_only,
+        eval=args.eval, calib=args.calib, eval_tokens=args.eval_tokens, holdout_tokens=args.holdout_tokens,
+        calib_samples=args.calib_samples, window_tokens=args.window_tokens, seed=args.seed,
+        text_field=args.text_field, device=args.device, use_cache=not args.no_cache,
+    )
+    report = run_auto(opts)
+    print_auto(report)
+    if args.json:
+        write_json(report, args.json)
+    if args.out:
+        write_outputs(report, args.out)
+        if (args.out / "plan.json").is_file():
+            uniform = [r["variant"] for r in report["results"] if not r["variant"].startswith("mixed:")]
+            print(f"plan written to {args.out / 'plan.json'}; reuse it with: lowbit compare --model {opts.model} "
+                  f"--variants mixed:w4g64+plan={args.out / 'plan.json'}" + "".join("," + u for u in uniform))
+    if "auto" in report and report["auto"]["chosen"] is None:
+        return 1
+    return 0
+
+
+COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {"recommend": cmd_recommend, "auto": cmd_auto}

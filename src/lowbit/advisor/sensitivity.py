@@ -53,9 +53,18 @@ class Sensitivity:
     seconds: float = 0.0
     extra: dict[str, Any] = field(default_factory=dict)
 
-    def scheme(self, bits: int) -> IntScheme:
-        """The base grid at ``bits``."""
-        return IntScheme(bits, self.base.symmetric, self.base.group, self.base.gran)
+    def to_json(self) -> dict[str, Any]:
+        """JSON form (cache files, reports)."""
+        return {"cost": {n: {str(b): c for b, c in v.items()} for n, v in self.cost.items()},
+                "shapes": {n: list(s) for n, s in self.shapes.items()}, "base": self.base.spec(),
+                "method": self.method, "tokens": self.tokens, "seconds": self.seconds}
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any], base: IntScheme) -> Sensitivity:
+        """Inverse of :meth:`to_json` (``base`` is the grid the caller asked for)."""
+        cost = {n: {int(b): float(c) for b, c in v.items()} for n, v in d["cost"].items()}
+        shapes = {n: (int(s[0]), int(s[1])) for n, s in d["shapes"].items()}
+        return cls(cost, shapes, base, str(d["method"]), int(d["tokens"]), float(d.get("seconds", 0.0)))
 
 
 def with_bits(base: IntScheme, bits: int) -> IntScheme:

@@ -36,3 +36,38 @@ def print_recommendation(rec: dict[str, Any], console: Console | None = None) ->
     c.print("[bold]Verify on your data[/bold]:")
     for cmd in rec.get("verify", []):
         c.print(f"  {escape(cmd)}", soft_wrap=True)
+
+
+def print_auto(report: dict[str, Any], console: Console | None = None) -> None:
+    """Print `lowbit auto`'s results: the table, the path, the answer."""
+    from lowbit.report.table import print_table
+
+    c = console or stdout_console()
+    if report.get("results"):
+        print_table(report, c)
+    mixed = report.get("mixed")
+    if mixed:
+        for line in mixed["summary"]:
+            c.print(escape(line))
+        return
+    a = report["auto"]
+    c.print(f"[bold]Search path[/bold] (bar {a['bar']['text']}, target {a['target']['name']}, goal {a['goal']}):")
+    for p in a["path"]:
+        c.print(f"  {p['step']:>2}. {p['action']:<15} {p['variant']:<28} {escape(p['reason'])}")
+    if a["stopped_by_budget"]:
+        c.print(f"[yellow]stopped: the budget of {a['budget_minutes']:g} minutes was spent[/yellow]")
+    ch = a.get("chosen")
+    if ch:
+        held = ch.get("holdout") or {}
+        c.print(f"[bold green]chosen: {ch['variant']}[/bold green] ({ch['bits_per_weight']:.3f} bpw, "
+                f"{ch['hardware']} on {a['target']['name']})"
+                + (f"; held-out KLD {held['kld_mean']:.4g} [{held['kld_ci'][0]:.4g}, {held['kld_ci'][1]:.4g}]"
+                   if held.get("kld_ci") else ""))
+        if a.get("accelerated_alternative"):
+            c.print(f"note: {escape(a['accelerated_alternative']['sentence'])}")
+        for p in a.get("comparisons", []):
+            c.print(f"  {escape(p['sentence'])}")
+    else:
+        close = a.get("closest")
+        c.print(f"[bold red]no candidate meets {a['bar']['text']} at 95% confidence[/bold red]"
+                + (f"; {escape(close['sentence'])}" if close else ""))

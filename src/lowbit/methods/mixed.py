@@ -11,6 +11,7 @@ the lowbit format saves and reloads a mixture as it does any variant.
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from lowbit.errors import LowbitError
@@ -64,10 +65,12 @@ class Mixed(Method):
             if unknown:
                 raise LowbitError(f"plan {opts['plan']} names layers this model does not have: {unknown[:3]}")
         elif opts["bpw"]:
+            start = time.perf_counter()
             sens = layer_sensitivity(ctx, base, parse_bits(opts["bits"]), opts["sens"], opts["sens_windows"])
             plan = allocate(sens, float(opts["bpw"]))
             plan.info["calib_sha256"] = ctx.calib.sha256 if ctx.calib is not None else None
-            ctx.stats["calib_seconds"] = sens.seconds
+            # Measured here: a sensitivity table read from the cache costs (almost) nothing.
+            ctx.stats["calib_seconds"] = time.perf_counter() - start
             ctx.stats["sensitivity"] = sens.cost
             info(f"mixed: {plan.bpw:.3f} bits per weight, layers per width {plan.bits_histogram()}, "
                  f"predicted KLD {plan.predicted_kld:.4g}")
@@ -84,9 +87,26 @@ class Mixed(Method):
 
 
 def layer_sensitivity(ctx: QuantContext, base: IntScheme, bits: tuple[int, ...], how: str, windows: int) -> Any:
-    """Per-layer sensitivity of the model in ``ctx`` (still float) on its calibration windows."""
-    from lowbit.advisor.sensitivity import fisher_sensitivity, kld_sensitivity
+    """Per-layer sensitivity of the model in ``ctx`` (still float) on its calibration windows.
+
+    Cached by model weights, calibration tokens and settings, so searching over
+    several budgets (lowbit auto) measures it once.
+    """
+    import json
+
+    from lowbit.advisor.cache import sensitivity_key
+    from lowbit.advisor.sensitivity import Sensitivity, fisher_sensitivity, kld_sensitivity
+    from lowbit.utils.atomic import write_text_atomic
+    from lowbit.utils.hashing import model_fingerprint
 
     calib = ctx.require_calib("mixed precision (+bpw)")
+    path = sensitivity_key(model_fingerprint(ctx.model), calib.sha256, base.spec(), bits, how, windows)
+    if path.is_file():
+        try:
+            return Sensitivity.from_json(json.loads(path.read_text(encoding="utf-8")), base)
+        except (ValueError, KeyError):
+            pass  # a damaged cache entry is recomputed
     fn = fisher_sensitivity if how == "fisher" else kld_sensitivity
-    return fn(ctx.model, ctx.targets, calib, base, bits, windows)
+    sens = fn(ctx.model, ctx.targets, calib, base, bits, windows)
+    write_text_atomic(path, json.dumps(sens.to_json()))
+    return sens
