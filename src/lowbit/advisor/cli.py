@@ -145,4 +145,25 @@ def cmd_auto(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {"recommend": cmd_recommend, "auto": cmd_auto}
+def cmd_calib_check(args: argparse.Namespace) -> int:
+    """``lowbit calib-check``."""
+    from lowbit.advisor.calibcheck import CalibOptions, run_calib_check
+    from lowbit.advisor.show import print_calib_check
+    from lowbit.models import DEFAULT_MODEL
+    from lowbit.report.schema import write_json
+
+    if not 0 < args.matters < 10:
+        raise LowbitError(f"--matters is a fraction of the KLD, e.g. 0.1; got {args.matters:g}")
+    report = run_calib_check(CalibOptions(
+        variant=args.variant, calibs=args.calib, eval=args.eval, model=args.model or DEFAULT_MODEL,
+        seeds=args.seeds, calib_samples=args.calib_samples, eval_tokens=args.eval_tokens,
+        window_tokens=args.window_tokens, text_field=args.text_field, matters=args.matters,
+        score_only=args.score_only, device=args.device))
+    print_calib_check(report)
+    if args.json:
+        write_json(report, args.json)
+    return 0
+
+
+COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {"recommend": cmd_recommend, "auto": cmd_auto,
+                                                             "calib-check": cmd_calib_check}

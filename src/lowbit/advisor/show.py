@@ -71,3 +71,37 @@ def print_auto(report: dict[str, Any], console: Console | None = None) -> None:
         close = a.get("closest")
         c.print(f"[bold red]no candidate meets {a['bar']['text']} at 95% confidence[/bold red]"
                 + (f"; {escape(close['sentence'])}" if close else ""))
+
+
+def print_calib_check(report: dict[str, Any], console: Console | None = None) -> None:
+    """Print `lowbit calib-check`: per run, per set (with pre-quantization scores), pairs, warnings."""
+    from rich.table import Table
+
+    c = console or stdout_console()
+    cc = report["calib_check"]
+    ev = report["eval"]
+    if report["results"]:
+        t = Table(title=f"{cc['variant']} · eval {ev['tokens']:,} tokens ({ev['source']})", title_justify="left")
+        for col in ("calibration", "seed", "KLD mean [95% CI]", "Δppl [95% CI]", "top-1 %"):
+            t.add_column(col)
+        for r in report["results"]:
+            name = r.get("calib_set") or f"baseline {r['variant']}"
+            t.add_row(escape(str(name)), "" if r.get("calib_seed") is None else str(r["calib_seed"]),
+                      f"{r['kld_mean']:.4f} [{r['kld_ci'][0]:.4f}, {r['kld_ci'][1]:.4f}]",
+                      f"{r['delta_ppl']:+.3f} [{r['delta_ppl_ci'][0]:+.3f}, {r['delta_ppl_ci'][1]:+.3f}]",
+                      f"{100 * r['top1_agreement']:.1f}")
+        c.print(t)
+    t = Table(title="calibration sets (scored before quantizing; distances to the eval text)", title_justify="left")
+    for col in ("calibration", "windows", "token JSD (bits)", "16-gram overlap", "activation distance",
+                "KLD mean", "seed spread"):
+        t.add_column(col)
+    for s in cc["sets"]:
+        sc = s["score"]
+        t.add_row(escape(s["spec"]), str(s["windows"]), f"{sc['token_jsd']:.3f}", f"{sc['ngram_overlap']:.1%}",
+                  f"{sc['act_distance']:.3f}", "–" if s.get("kld_mean") is None else f"{s['kld_mean']:.4f}",
+                  "–" if s.get("seed_spread") is None else f"{s['seed_spread']:.4f}")
+    c.print(t)
+    for p in cc["seed_pairs"] + cc["pairs"]:
+        c.print(f"  {escape(p['sentence'])}")
+    for w in cc["warnings"]:
+        c.print(f"[yellow]warning:[/yellow] {escape(w)}")

@@ -55,6 +55,8 @@ class PairedDifference:
     def sentence(self) -> str:
         """One line a person reads: the difference, or why it is not evidence."""
         what = {"kld": "KLD", "nll": "ln ppl"}.get(self.metric, self.metric)
+        if self.diff == 0 and self.mde == 0:
+            return f"{self.a} vs {self.b}: identical on all {self.tokens:,} tokens (the same model)"
         if self.distinguishable:
             return (f"{self.a} vs {self.b}: {what} differs by {self.diff:+.4g} "
                     f"[{self.ci[0]:+.4g}, {self.ci[1]:+.4g}]; this eval set of {self.tokens:,} tokens "
