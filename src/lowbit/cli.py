@@ -61,6 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quick", action="store_true", help="few variants and tokens: a 2-minute smoke run")
     p.add_argument("--json", type=Path, default=None, metavar="FILE", help="write the JSON report here")
     p.add_argument("--out", type=Path, default=None, metavar="DIR", help="write report.json and table.txt here")
+    p.add_argument("--report", action="store_true", help="also write report.html and plots/*.png into --out")
     p.add_argument("--no-cache", action="store_true", help="recompute the float reference")
 
     p = sub.add_parser("quantize", help="quantize a model with one variant and save it")
@@ -98,6 +99,8 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     from lowbit.utils.atomic import write_text_atomic
     from lowbit.variant import split_variant_list
 
+    if args.report and not args.out:
+        raise LowbitError("--report writes report.html into the --out folder; pass --out DIR")
     opts = CompareOptions(
         model=args.model, variants=split_variant_list(args.variants) if args.variants else None,
         eval=args.eval, calib=args.calib, eval_tokens=args.eval_tokens, calib_samples=args.calib_samples,
@@ -117,6 +120,10 @@ def _cmd_compare(args: argparse.Namespace) -> int:
         buf = StringIO()
         print_table(report, Console(file=buf, width=200))
         write_text_atomic(args.out / "table.txt", buf.getvalue())
+        if args.report:
+            from lowbit.report.html import write_report
+
+            print(f"report: {write_report(args.out)}")
     failed = [r for r in report["results"] if r.get("error")]
     return 1 if failed and len(failed) == len(report["results"]) else 0
 

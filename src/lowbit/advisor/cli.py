@@ -165,5 +165,18 @@ def cmd_calib_check(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    """``lowbit report RUN_DIR``."""
+    from lowbit.report.html import load_run, write_report
+    from lowbit.report.schema import write_json
+
+    out = write_report(args.run_dir)
+    print(f"report: {out}")
+    print(f"plots: {', '.join(str(p) for p in sorted((out.parent / 'plots').glob('*.png')))}")
+    if args.json:
+        write_json(load_run(args.run_dir), args.json)
+    return 0
+
+
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {"recommend": cmd_recommend, "auto": cmd_auto,
-                                                             "calib-check": cmd_calib_check}
+                                                             "calib-check": cmd_calib_check, "report": cmd_report}
