@@ -21,10 +21,10 @@ import torch
 from lowbit.advisor.calibscore import input_second_moments, score
 from lowbit.advisor.measure import Bench, measure
 from lowbit.compare import require_causal_lm
-from lowbit.data import DEFAULT_CALIB_SAMPLES, DEFAULT_EVAL_TOKENS, DataSets, _calib_set, _eval_set
+from lowbit.data import DEFAULT_CALIB_SAMPLES, DEFAULT_EVAL_TOKENS, DataSets, _eval_set
 from lowbit.data.sources import load_documents
 from lowbit.data.split import remove_overlap, split_documents
-from lowbit.data.windows import TokenSet
+from lowbit.data.windows import TokenSet, cut_windows, sample_windows, token_stream
 from lowbit.devices import select_device
 from lowbit.errors import LowbitError
 from lowbit.eval.detect import paired_difference
@@ -75,13 +75,17 @@ def build_sets(tok: Any, opts: CalibOptions) -> tuple[TokenSet, dict[str, list[T
             if dropped:
                 warnings.append(f"calibration text {spec} and the eval text share {dropped} documents; they were "
                                 "dropped from calibration")
-        built = [_calib_set(tok, source, docs, samples, opts.window_tokens, seed) for seed in range(opts.seeds)]
-        if any(b is None for b in built):
+        # Tokenized once; each seed then samples its windows exactly as lowbit.data does.
+        windows = cut_windows(token_stream(tok, docs), opts.window_tokens) if docs else None
+        if windows is None or windows.shape[0] == 0:
             if spec == IN_DISTRIBUTION:
                 continue
             raise LowbitError(f"calibration text {spec} has less than one window of {opts.window_tokens} tokens "
                               "(after removing documents shared with the eval text)")
-        ts = [b for b in built if b is not None]
+        if windows.shape[0] < samples:
+            warnings.append(f"calibration text {spec} has {windows.shape[0]} windows of {opts.window_tokens} tokens; "
+                            f"all are used, not the {samples} asked for")
+        ts = [TokenSet(source, sample_windows(windows, samples, seed), len(docs)) for seed in range(opts.seeds)]
         if opts.seeds > 1 and len({t.sha256 for t in ts}) == 1:
             warnings.append(f"calibration text {spec} has only {ts[0].windows.shape[0]} windows: every seed takes "
                             "all of them, so its seed spread is not measured")
