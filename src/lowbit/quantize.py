@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from lowbit.data import DEFAULT_CALIB_SAMPLES, DEFAULT_EVAL, prepare_data
+from lowbit.data import DEFAULT_CALIB_SAMPLES, prepare_calibration
 from lowbit.data.windows import DEFAULT_WINDOW
 from lowbit.devices import select_device
 from lowbit.formats import WRITERS
@@ -36,10 +36,8 @@ def run_quantize(model: str, variant: str, out: Path, fmt: str = "lowbit", calib
     loaded.model.to(dev)
     calib_set = None
     if v.method.needs_calibration:
-        # Calibration-only use: the whole source (no eval part to hold out) unless the user split it.
-        data = prepare_data(loaded.tokenizer, calib or DEFAULT_EVAL, None, 1, calib_samples or DEFAULT_CALIB_SAMPLES,
-                            window_tokens, seed, text_field)
-        calib_set = data.calib
+        calib_set = prepare_calibration(loaded.tokenizer, calib, calib_samples or DEFAULT_CALIB_SAMPLES,
+                                        window_tokens, seed, text_field)
     result = quantize_model(loaded, v, calib_set, dev)
     loaded.model.to("cpu")
     path = writer(loaded, out, overwrite=overwrite, inputs=inputs)

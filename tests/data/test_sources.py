@@ -104,3 +104,21 @@ def test_windows_are_deterministic() -> None:
     a = prepare_data(byte_tokenizer(), "builtin:python-docs", None, 512, 3, 128, seed=5)
     b = prepare_data(byte_tokenizer(), "builtin:python-docs", None, 512, 3, 128, seed=5)
     assert a.eval.sha256 == b.eval.sha256 and a.calib.sha256 == b.calib.sha256  # type: ignore[union-attr]
+
+
+def test_quantize_calibration_defaults_to_compares_calibration_part() -> None:
+    from lowbit.data import prepare_calibration
+
+    tok = byte_tokenizer()
+    assert prepare_calibration(tok, None, 4, 128).sha256 == prepare_data(tok, calib_samples=4, window_tokens=128,
+                                                                          eval_tokens=128).calib.sha256  # type: ignore[union-attr]
+
+
+def test_user_calibration_text_is_used_whole(text_file: Path) -> None:
+    from lowbit.data import prepare_calibration
+
+    cal = prepare_calibration(byte_tokenizer(), str(text_file), 10_000, 128)
+    assert cal.documents == len(load_documents(str(text_file)))
+    with pytest.raises(LowbitError, match="shorter than one window"):
+        (text_file.parent / "tiny.txt").write_text("few words")
+        prepare_calibration(byte_tokenizer(), str(text_file.parent / "tiny.txt"), 4, 128)

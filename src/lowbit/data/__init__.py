@@ -109,4 +109,24 @@ def prepare_data(
     return DataSets(ev, cal, note)
 
 
-__all__ = ["BUILTINS", "DEFAULT_EVAL", "DataSets", "TokenSet", "load_documents", "prepare_data"]
+def prepare_calibration(tokenizer: Any, calib_spec: str | None, calib_samples: int = DEFAULT_CALIB_SAMPLES,
+                        window_tokens: int = DEFAULT_WINDOW, seed: int = 0, text_field: str = "text") -> TokenSet:
+    """Calibration windows for `lowbit quantize`, where nothing is evaluated.
+
+    A user's ``calib_spec`` is used whole. Without one, the calibration part of
+    the default evaluation source is used — the same windows `lowbit compare`
+    calibrates on, so `quantize` reproduces the model `compare` measured.
+    """
+    if calib_spec is None:
+        data = prepare_data(tokenizer, DEFAULT_EVAL, None, 1, calib_samples, window_tokens, seed, text_field)
+        if data.calib is None:
+            raise LowbitError(f"{DEFAULT_EVAL} left no calibration text")
+        return data.calib
+    docs = load_documents(calib_spec, text_field)
+    cal = _calib_set(tokenizer, calib_spec, docs, calib_samples, window_tokens, seed)
+    if cal is None:
+        raise LowbitError(f"calibration text '{calib_spec}' is shorter than one window of {window_tokens} tokens")
+    return cal
+
+
+__all__ = ["BUILTINS", "DEFAULT_EVAL", "DataSets", "TokenSet", "load_documents", "prepare_calibration", "prepare_data"]
