@@ -5,7 +5,6 @@ from typing import ClassVar
 
 import pytest
 
-from conformance import MethodConformance
 from lowbit.advisor.allocate import Plan, save_plan
 from lowbit.compare import CompareOptions, run_compare
 from lowbit.errors import LowbitError
@@ -13,6 +12,7 @@ from lowbit.methods import quantize_model, resolve_variant
 from lowbit.methods.mixed import parse_bits
 from lowbit.models import load_model
 from lowbit.runtime import quantized_modules
+from tests.conformance import MethodConformance
 
 
 class TestMixedConformance(MethodConformance):

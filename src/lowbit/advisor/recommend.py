@@ -243,9 +243,8 @@ def _latency_check(advice: list[VariantAdvice], target: TargetInfo, model: Model
     for alt in LATENCY_ALTERNATIVES:
         a = advise(alt, target, model)
         if a.hw_status == ACCELERATED:
-            return [a], [f"--goal latency, but {target.name} has no int8 weight+activation kernel "
-                         f"({advice[0].axes['hardware']}); the nearest alternative with an accelerated path there "
-                         f"is {alt}"]
+            return [a], [f"--goal latency, but {target.name} has no int8 weight+activation kernel (int8 W8A8 is "
+                         f"{advice[0].hw_status} there); the nearest alternative with an accelerated path is {alt}"]
     return advice, [f"--goal latency, but nothing in the rule runs accelerated on {target.name}; int8 weight+"
                     "activation is shown anyway: measure its speed there before relying on it"]
 
@@ -254,7 +253,11 @@ def verify_commands(rec: Recommendation) -> list[str]:
     """The exact commands that check the recommendation on the user's own text."""
     model = rec.model.spec if rec.model else "MODEL"
     names = ",".join(v.variant for v in rec.variants)
-    cmds = [f"lowbit compare --model {model} --variants {names} --eval YOUR_EVAL_TEXT"]
+    from lowbit.compare import CompareOptions
+
+    # `compare --target` exists once lowbit.hardware is in the build.
+    target = f" --target {rec.target.name}" if "target" in CompareOptions.__dataclass_fields__ else ""
+    cmds = [f"lowbit compare --model {model} --variants {names}{target} --eval YOUR_EVAL_TEXT"]
     bar = rec.bar.flag() if rec.bar else "--max-kld 0.05"
     goal = f" --goal {rec.goal}" if rec.goal else ""
     cmds.append(f"lowbit auto --model {model} --target {rec.target.name}{goal} {bar} --eval YOUR_EVAL_TEXT")

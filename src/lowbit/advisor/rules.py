@@ -81,8 +81,9 @@ QUESTIONS: tuple[Question, ...] = (
     Question(
         "latency", "Is the model small and its latency critical?",
         ("smoothquant:w8a8", "rtn:w8a8"),
-        "int8 weights and activations run the matmuls themselves in int8 on {target}, and SmoothQuant moves "
-        "activation outliers into the weights so that 8-bit activations stay accurate",
+        "with int8 weights and activations the matmuls themselves run in int8 where {target} has int8 kernels "
+        "(checked below), and SmoothQuant moves activation outliers into the weights so that 8-bit activations "
+        "stay accurate",
         "latency is not the deciding constraint (goal: {goal})",
         ("smoothquant:w8a8", "rtn:w8a8", "rtn:w8ch"),
     ),
