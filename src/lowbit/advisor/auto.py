@@ -73,6 +73,13 @@ def prepare_bench(opts: AutoOptions) -> tuple[Bench, ModelFacts]:
     data = prepare_data(loaded.tokenizer, opts.eval, opts.calib, search_tokens + holdout_tokens,
                         opts.calib_samples or DEFAULT_CALIB_SAMPLES, opts.window_tokens, opts.seed, opts.text_field)
     search, held = split_holdout(data.eval, max(1, search_tokens // opts.window_tokens))
+    if data.calib is not None and opts.calib is not None:
+        from lowbit.advisor.calibscore import NGRAM, OVERLAP_WARN, ngram_overlap
+
+        overlap = ngram_overlap(data.calib.windows, data.eval.windows)
+        if overlap >= OVERLAP_WARN:
+            warn(f"{overlap:.1%} of the {NGRAM}-token sequences of the calibration text also occur in the eval text: "
+                 "calibration-based candidates are partly measured on text they were calibrated on")
     bench = Bench(loaded, DataSets(search, data.calib, data.calib_note), device, opts.use_cache, held)
     facts = ModelFacts(opts.model, loaded.params,
                        {n: (int(m.weight.shape[0]), int(m.weight.shape[1])) for n, m in select_targets(loaded).items()})

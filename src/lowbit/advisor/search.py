@@ -47,6 +47,8 @@ class Search:
     metrics: dict[str, TokenMetrics] = field(default_factory=dict)
     passed: list[tuple[Cand, dict[str, Any]]] = field(default_factory=list)
     failed: list[tuple[Cand, dict[str, Any]]] = field(default_factory=list)
+    #: Same-size candidates not measured because one passed: tried if that one fails on held-out text.
+    deferred: list[Cand] = field(default_factory=list)
     out_of_budget: bool = False
 
     def elapsed(self) -> float:
@@ -108,7 +110,9 @@ def ladder_walk(s: Search, cands: list[Cand]) -> None:
         best = smallest_pass(s)
         if best is not None and c.bpw is not None and abs(c.bpw - best[0].bpw) < 1e-6 \
                 and c.speed_rank <= best[0].speed_rank:
-            s.note(c, "skipped", f"same size as {best[0].text}, which passed, and not faster on the target")
+            s.note(c, "deferred", f"same size as {best[0].text}, which passed, and not faster on the target; "
+                                  "tried if that one fails on held-out text")
+            s.deferred.append(c)
             continue
         if s.over_budget():
             s.note(c, "skipped", "time budget spent")
@@ -121,8 +125,7 @@ def smallest_pass(s: Search) -> tuple[Cand, dict[str, Any]] | None:
     """The passing candidate with the fewest bits per weight, then the fastest on the target."""
     if not s.passed:
         return None
-    return min(s.passed, key=lambda p: (round(p[1]["bits_per_weight"], 3), -p[0].speed_rank,
-                                        -(p[1].get("tokens_per_s") or 0.0)))
+    return min(s.passed, key=_rank)
 
 
 def mixed_bisection(s: Search, target: Any, model: Any) -> None:
@@ -148,11 +151,24 @@ def mixed_bisection(s: Search, target: Any, model: Any) -> None:
             f = mid
 
 
+def _rank(p: tuple[Cand, dict[str, Any]]) -> tuple[float, int, float, float]:
+    """Smallest first, then fastest on the target (support status, then measured decode speed where a
+    real runtime was timed), then the most margin (lowest KLD upper bound)."""
+    return (round(p[1]["bits_per_weight"], 3), -p[0].speed_rank, -(p[1].get("decode_tokens_per_s") or 0.0),
+            (p[1].get("kld_ci") or [0, 0])[1])
+
+
 def confirm(s: Search) -> tuple[Cand, dict[str, Any]] | None:
-    """Re-measure the winner on held-out text; fall back to the next-smallest pass if it fails there."""
+    """Re-measure the winner on held-out text; if it fails there, try its deferred same-size
+    alternatives, then the next-smallest pass."""
     holdout = s.bench.holdout
-    order = sorted(s.passed, key=lambda p: (round(p[1]["bits_per_weight"], 3), -p[0].speed_rank))
-    for c, row in order[:MAX_CONFIRM]:
+    tried: set[str] = set()
+    while len(tried) < MAX_CONFIRM:
+        order = sorted((p for p in s.passed if p[0].text not in tried), key=_rank)
+        if not order:
+            return None
+        c, row = order[0]
+        tried.add(c.text)
         if holdout is None:
             return c, row
         try:
@@ -171,6 +187,10 @@ def confirm(s: Search) -> tuple[Cand, dict[str, Any]] | None:
                              f"{s.bar.metric} {est:.4g}, 95% bound {pess:.4g}", hrow, "pass" if ok else "fail")
         if ok:
             return c, row
+        for d in [d for d in s.deferred if d.bpw is not None and abs(d.bpw - (c.bpw or 0.0)) < 1e-6]:
+            s.deferred.remove(d)
+            if not s.over_budget():
+                s.judge(d, "alternative")
     return None
 
 
