@@ -14,6 +14,7 @@ chosen on; a winner that fails there is replaced by the next-smallest pass.
 from __future__ import annotations
 
 import time
+import traceback
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -82,6 +83,10 @@ class Search:
             row, m = measure(self.bench, c.variant, ts, self.bar, early=True)
         except LowbitError as e:
             self.note(c, action, f"error: {e}", verdict="error")
+            return "error"
+        except Exception as e:  # noqa: BLE001 - one broken candidate must not end the search
+            traceback.print_exc()
+            self.note(c, action, f"error: {type(e).__name__}: {e}", verdict="error")
             return "error"
         row["target_support"] = c.hw.status
         self.rows.append(row)
