@@ -76,6 +76,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, required=True, metavar="PATH")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output")
 
+    p = sub.add_parser("imatrix", help="importance matrix from calibration text, as a llama.cpp imatrix file")
+    p.add_argument("--model", default=DEFAULT_MODEL)
+    p.add_argument("--calib", default=None, metavar="SPEC", help="calibration text (default: builtin:python-docs)")
+    p.add_argument("--calib-samples", type=_positive, default=None, metavar="N")
+    p.add_argument("--window-tokens", type=_positive, default=512, metavar="T")
+    p.add_argument("--text-field", default="text")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--format", default=None, choices=("gguf", "dat"),
+                   help="llama.cpp's GGUF imatrix (default) or legacy .dat (default for a .dat path)")
+    p.add_argument("--out", type=Path, required=True, metavar="FILE")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output")
+
     p = sub.add_parser("eval", help="evaluate one model (against a reference when known)")
     p.add_argument("--model", required=True)
     p.add_argument("--reference", default=None, help="float model to compare against (default: the model's base)")
@@ -138,6 +150,16 @@ def _cmd_quantize(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_imatrix(args: argparse.Namespace) -> int:
+    from lowbit.imatrix import run_imatrix
+
+    summary = run_imatrix(args.model, args.out, calib=args.calib, calib_samples=args.calib_samples,
+                          window_tokens=args.window_tokens, seed=args.seed, text_field=args.text_field,
+                          fmt=args.format, device=args.device, overwrite=args.overwrite)
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
 def _cmd_eval(args: argparse.Namespace) -> int:
     from lowbit.evaluate import run_eval
     from lowbit.report.schema import write_json
@@ -182,7 +204,8 @@ def _print_inspect(d: dict[str, Any]) -> None:
     console.print(table)
 
 
-COMMANDS = {"compare": _cmd_compare, "quantize": _cmd_quantize, "eval": _cmd_eval, "inspect": _cmd_inspect}
+COMMANDS = {"compare": _cmd_compare, "quantize": _cmd_quantize, "imatrix": _cmd_imatrix, "eval": _cmd_eval,
+            "inspect": _cmd_inspect}
 
 
 def _all_commands() -> dict[str, Any]:

@@ -26,7 +26,8 @@ from lowbit.eval.reference import Reference, load_or_compute_reference
 from lowbit.methods import Variant, quantize_model, resolve_variant
 from lowbit.models import DEFAULT_MODEL, LoadedModel, load_model
 from lowbit.models.bundled import source_grid_note
-from lowbit.report.schema import build_report, empty_row
+from lowbit.report.schema import ROW_KEYS, build_report, empty_row
+from lowbit.runtime.llama_cpp import speed_fields
 from lowbit.runtime.quant_linear import storage_bytes
 from lowbit.utils.memory import PeakRSS
 from lowbit.utils.progress import info
@@ -118,6 +119,8 @@ def run_variant(float_model: LoadedModel, v: Variant, data: DataSets, ref: Refer
             row["kld_mde"] = detectable_from_zero(metrics.kld)
         if keep is not None:
             keep[v.text] = metrics
+        row.update({k: val for k, val in result.stats.items() if k in ROW_KEYS and row.get(k) is None})
+        row.update(speed_fields(loaded, data.eval, row))
     finally:
         del loaded
         gc.collect()

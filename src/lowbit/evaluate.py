@@ -50,7 +50,7 @@ def run_eval(model: str, reference: str | None, eval_spec: str, eval_tokens: int
         row.update(variant_fields(resolve_variant(loaded.variant)))
     qmods = list(quantized_modules(loaded.model))
     if qmods:
-        bits = sum(m.scheme.storage_bits(m.shape) for _, m in qmods)
+        bits = sum(m.scheme.tensor_storage_bits(m.quantized) for _, m in qmods)
         row["bits_per_weight"] = bits / sum(m.out_features * m.in_features for _, m in qmods)
     row["size_bytes"] = storage_bytes(loaded.model)
     row["runtime"] = REFERENCE_RUNTIME

@@ -35,7 +35,7 @@ def run_quantize(model: str, variant: str, out: Path, fmt: str = "lowbit", calib
     loaded = load_model(model, seed=seed)
     loaded.model.to(dev)
     calib_set = None
-    if v.method.needs_calibration:
+    if v.method.uses_calibration(v.options):
         calib_set = prepare_calibration(loaded.tokenizer, calib, calib_samples or DEFAULT_CALIB_SAMPLES,
                                         window_tokens, seed, text_field)
     result = quantize_model(loaded, v, calib_set, dev)
@@ -51,4 +51,6 @@ def run_quantize(model: str, variant: str, out: Path, fmt: str = "lowbit", calib
         "calib_seconds": result.calib_seconds,
         "quant_seconds": result.quant_seconds,
         "calib": calib_set.source if calib_set is not None else None,
+        # method-specific facts a user should see (GGUF: tensors that fell back to another type)
+        **{k: result.stats[k] for k in ("fallback_tensors", "note") if k in result.stats},
     }

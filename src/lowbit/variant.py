@@ -24,6 +24,7 @@ class OptionSpec:
         default: value when the option is absent.
         help: one line for ``--help`` and error messages.
         choices: allowed values for ``str`` options (empty: any).
+        bare: value of a non-flag option written without ``=value`` (None: a value is required).
     """
 
     name: str
@@ -31,9 +32,12 @@ class OptionSpec:
     default: Any
     help: str
     choices: tuple[str, ...] = ()
+    bare: Any = None
 
     def convert(self, raw: str | None, method: str) -> Any:
         """Typed value of ``+name`` / ``+name=raw``."""
+        if raw is None and self.bare is not None and self.kind is not bool:
+            return self.bare
         if self.kind is bool:
             if raw is None:
                 return True

@@ -8,65 +8,27 @@ gguf-py's independent numpy decoder.
 
 from __future__ import annotations
 
-import ctypes
-import glob
-import os
-
 import numpy as np
 import pytest
 
 from lowbit.schemes.gguf import TYPES, bits_per_weight, dequantize, quantize
+from lowbit.schemes.gguf.libggml import GGML as _GGML
+from lowbit.schemes.gguf.libggml import find_libggml_base
 
 gguf = pytest.importorskip("gguf", reason="gguf-py is needed for the independent decoder")
 
 TYPE_NAMES = list(TYPES)
-_F32P = ctypes.POINTER(ctypes.c_float)
-
-
-class _GGML:
-    """ctypes view of the three libggml entry points the tests need."""
-
-    def __init__(self, path: str) -> None:
-        lib = ctypes.CDLL(path)
-        lib.ggml_quantize_chunk.restype = ctypes.c_size_t
-        lib.ggml_quantize_chunk.argtypes = (ctypes.c_int, _F32P, ctypes.c_void_p, ctypes.c_int64,
-                                            ctypes.c_int64, ctypes.c_int64, _F32P)
-        self.lib = lib
-
-    def quantize(self, x: np.ndarray, qtype: str, imatrix: np.ndarray | None) -> np.ndarray:
-        t = TYPES[qtype]
-        x = np.ascontiguousarray(x, dtype=np.float32)
-        out = np.zeros((x.shape[0], t.row_bytes(x.shape[1])), dtype=np.uint8)
-        qw = ctypes.cast(0, _F32P) if imatrix is None else np.ascontiguousarray(imatrix, np.float32).ctypes.data_as(_F32P)
-        n = self.lib.ggml_quantize_chunk(t.type_id, x.ctypes.data_as(_F32P), out.ctypes.data_as(ctypes.c_void_p),
-                                         0, x.shape[0], x.shape[1], qw)
-        assert n == out.size
-        return out
-
-    def dequantize(self, raw: np.ndarray, qtype: str, n_per_row: int) -> np.ndarray:
-        name = qtype.lower()
-        name = name[:-1] + "K" if name.endswith("_k") else name
-        fn = getattr(self.lib, "dequantize_row_" + name)
-        fn.restype = None
-        fn.argtypes = (ctypes.c_void_p, _F32P, ctypes.c_int64)
-        raw = np.ascontiguousarray(raw)
-        out = np.zeros((raw.shape[0], n_per_row), dtype=np.float32)
-        fn(raw.ctypes.data_as(ctypes.c_void_p), out.ctypes.data_as(_F32P), out.size)
-        return out
 
 
 @pytest.fixture(scope="module")
 def ggml() -> _GGML:
     """libggml-base from llama-cpp-python, or from $LOWBIT_LIBGGML_BASE (a path to the .so)."""
-    override = os.environ.get("LOWBIT_LIBGGML_BASE")
-    if override:
-        return _GGML(override)
-    llama_cpp = pytest.importorskip("llama_cpp", reason="llama-cpp-python (the libggml oracle) is not installed")
-    libdir = os.path.join(os.path.dirname(llama_cpp.__file__), "lib")
-    found = sorted(glob.glob(os.path.join(libdir, "libggml-base.*")))
-    if not found:
-        pytest.skip(f"no libggml-base shared library under {libdir}")
-    return _GGML(found[0])
+    from lowbit.errors import MissingExtraError
+
+    try:
+        return _GGML(find_libggml_base())
+    except MissingExtraError as e:
+        pytest.skip(f"no libggml oracle: {e}")
 
 
 def _random_rows() -> np.ndarray:

@@ -30,7 +30,7 @@ from lowbit.eval.reference import Reference, load_or_compute_reference
 from lowbit.methods import Variant, quantize_model
 from lowbit.models.bundled import source_grid_note
 from lowbit.models.loader import LoadedModel
-from lowbit.report.schema import empty_row
+from lowbit.report.schema import ROW_KEYS, empty_row
 from lowbit.runtime.quant_linear import storage_bytes
 from lowbit.utils.hashing import model_fingerprint
 from lowbit.utils.memory import PeakRSS
@@ -110,6 +110,8 @@ def _quantize(bench: Bench, v: Variant) -> tuple[LoadedModel, dict[str, Any]]:
         facts["layer_error"] = layer_errors(bench.float_model.model, loaded.model)
     if "plan" in result.stats:
         facts["plan"] = result.stats["plan"]
+    # What the method reports for the row (e.g. GGUF fallbacks), as compare records it.
+    facts.update({k: val for k, val in result.stats.items() if k in ROW_KEYS and facts.get(k) is None})
     return loaded, facts
 
 
@@ -137,6 +139,8 @@ def measure(bench: Bench, v: Variant, ts: TokenSet, bar: Bar | None = None,
                 part = TokenSet(ts.source, ts.windows[have:look], ts.documents)
                 chunk = token_metrics(loaded.model, part, slice_reference(ref, look, have), f"eval {v.text}")
                 metrics = concat(metrics, chunk)
+                if "speeds" not in facts:
+                    facts.update(_real_speed(loaded, ts, facts, metrics.tokens_per_s))
                 if bench.use_cache:
                     save_entry(key, Entry(metrics, facts))
             assert metrics is not None
@@ -155,6 +159,21 @@ def measure(bench: Bench, v: Variant, ts: TokenSet, bar: Bar | None = None,
     row["stopped_early"] = decision is not None
     return row, TokenMetrics(metrics.nll[: row["windows_evaluated"]], _cut(metrics.kld, row["windows_evaluated"]),
                              _cut(metrics.top1, row["windows_evaluated"]), metrics.tokens_per_s)
+
+
+def _real_speed(loaded: LoadedModel, ts: TokenSet, facts: dict[str, Any], tokens_per_s: float) -> dict[str, Any]:
+    """Speed in a real runtime where one serves the variant (llama.cpp for GGUF files), as compare records it."""
+    from lowbit.runtime.llama_cpp import speed_fields
+
+    out = speed_fields(loaded, ts, {**facts, "tokens_per_s": tokens_per_s})
+    return out or {"speeds": None}
+
+
+def best_decode_speed(row: dict[str, Any]) -> float:
+    """Fastest measured decode speed of a row in a real runtime (tokens/s), 0 when none was measured."""
+    speeds = [s.get("decode_tokens_per_s") for s in (row.get("speeds") or []) if isinstance(s, dict)]
+    speeds.append(row.get("decode_tokens_per_s"))
+    return max((float(x) for x in speeds if x), default=0.0)
 
 
 def _cut(t: torch.Tensor | None, n: int) -> torch.Tensor | None:

@@ -149,11 +149,12 @@ def advise(text: str, target: TargetInfo, model: ModelFacts | None) -> VariantAd
                      "weights of every linear layer; activations stay 16-bit")
         head = "output head quantized too" if v.options.get("lm_head") else "output head kept float"
         cost = facts.seconds_per_mparam if facts else METHOD_COST.get(v.method.name, 1.0)
-        calibration = (("calibration text; " + _cost_phrase(cost, model)) if v.method.needs_calibration
-                       else "none; " + _cost_phrase(cost, model))
+        what = facts.calibration if facts else ("calibration text" if v.method.needs_calibration else "none")
+        calibration = f"{what}; {_cost_phrase(cost, model)}"
         hw_key = scheme_hw_key(v.scheme)
         axes = {"bit_width": f"{v.scheme.weight_bits} bits ({bpw:.3f} bits per weight {where}, scales included)",
-                "quantized": f"{quantized} ({head})", "granularity": _granularity(v.scheme),
+                "quantized": f"{quantized} ({head})",
+                "granularity": facts.granularity if facts and v.scheme.granularity == "block" else _granularity(v.scheme),
                 "calibration": calibration}
     else:
         bpw = None

@@ -21,7 +21,7 @@ from typing import Any
 from lowbit.advisor.bar import Bar
 from lowbit.advisor.candidates import Cand, build_candidates, goal_for_target, make_candidate
 from lowbit.advisor.hw import ACCELERATED, STATUS_RANK
-from lowbit.advisor.measure import Bench, measure
+from lowbit.advisor.measure import Bench, best_decode_speed, measure
 from lowbit.errors import LowbitError
 from lowbit.eval.detect import paired_difference
 from lowbit.eval.metrics import TokenMetrics
@@ -159,7 +159,7 @@ def mixed_bisection(s: Search, target: Any, model: Any) -> None:
 def _rank(p: tuple[Cand, dict[str, Any]]) -> tuple[float, int, float, float]:
     """Smallest first, then fastest on the target (support status, then measured decode speed where a
     real runtime was timed), then the most margin (lowest KLD upper bound)."""
-    return (round(p[1]["bits_per_weight"], 3), -p[0].speed_rank, -(p[1].get("decode_tokens_per_s") or 0.0),
+    return (round(p[1]["bits_per_weight"], 3), -p[0].speed_rank, -best_decode_speed(p[1]),
             (p[1].get("kld_ci") or [0, 0])[1])
 
 

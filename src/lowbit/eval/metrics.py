@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from lowbit.data.windows import TokenSet
-from lowbit.eval.kl import kl_from_compact
+from lowbit.eval.kl import kl_from_compact, tail_logp_
 from lowbit.eval.reference import Reference, iter_logits
 from lowbit.eval.stats import clustered_mean, percentile
 
@@ -47,9 +47,12 @@ def token_metrics(model: nn.Module, data: TokenSet, ref: Reference | None, desc:
         # Same operation order as the reference, so identical models give exactly 0.
         nll[s : s + b] = -(logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1) - lse).cpu()
         if ref is not None and kld is not None and top1 is not None:
-            parts = ref.window_slice(s, s + b, dev)
-            kld[s : s + b] = kl_from_compact(logits, lse, *parts).cpu()
-            top1[s : s + b] = (logits.argmax(-1) == parts[0][..., 0]).cpu()
+            top_idx, top_logp, tail_logp, tail_idx, tail_sample_logp = ref.window_slice(s, s + b, dev)
+            top1[s : s + b] = (logits.argmax(-1) == top_idx[..., 0]).cpu()
+            q_top = logits.gather(-1, top_idx) - lse.unsqueeze(-1)
+            q_samples = logits.gather(-1, tail_idx) - lse.unsqueeze(-1)
+            q_tail = tail_logp_(logits, top_idx, lse)  # last: overwrites logits
+            kld[s : s + b] = kl_from_compact(q_top, q_tail, q_samples, top_logp, tail_logp, tail_sample_logp).cpu()
     elapsed = time.perf_counter() - start
     return TokenMetrics(nll, kld, top1, n * t / elapsed)
 

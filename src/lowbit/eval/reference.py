@@ -4,7 +4,7 @@ Full log-probabilities for 16k tokens × 49k vocabulary would be 3 GB, so the
 cache keeps, per token:
 
 * the top-``k`` token ids and their log-probabilities (exact);
-* the log of the probability mass outside them (``log(1 − Σ top)``, float64);
+* the log of the probability mass outside them (a log-sum-exp over the rest);
 * ``m`` tail tokens drawn from the float distribution restricted to the tail,
   with their log-probabilities;
 * the NLL of the true next token.
@@ -29,7 +29,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from lowbit.data.windows import TokenSet
-from lowbit.eval.kl import log_tail_mass
+from lowbit.eval.kl import tail_logp_
 from lowbit.utils.atomic import atomic_file
 from lowbit.utils.hashing import model_fingerprint, sha256_json
 from lowbit.utils.paths import cache_dir
@@ -38,7 +38,7 @@ from lowbit.utils.tensors import flush_denormal
 
 TOP_K = 128
 TAIL_SAMPLES = 32
-CACHE_VERSION = 3
+CACHE_VERSION = 4
 
 
 @dataclass
@@ -120,22 +120,26 @@ def compute_reference(model: nn.Module, data: TokenSet, k: int = TOP_K, m: int =
             gen = torch.Generator(device=logits.device).manual_seed(seed)
         b = logits.shape[0]
         targets = w[s : s + b, 1:].to(logits.device)
-        logp = logits - torch.logsumexp(logits, dim=-1, keepdim=True)
-        vals, idx = torch.topk(logp, k, dim=-1)
-        tail_logits = logp.scatter(-1, idx, float("-inf"))
+        # Same operations, in the same order, as the model side in
+        # eval/metrics.py, so identical models compare bit-identically.
+        lse = torch.logsumexp(logits, dim=-1)
+        idx = torch.topk(logits, k, dim=-1).indices
+        rows = {
+            "nll": -(logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1) - lse),
+            "top_idx": idx,
+            "top_logp": logits.gather(-1, idx) - lse.unsqueeze(-1),
+        }
+        tail_logits = logits.scatter(-1, idx, float("-inf"))
         # Tail tokens drawn in proportion to the float probability (renormalised
         # over the tail); a tail with zero mass contributes nothing either way.
         probs = torch.softmax(tail_logits.reshape(-1, logits.shape[-1]), dim=-1).nan_to_num_(0.0)
+        del tail_logits
         probs[probs.sum(-1) == 0, 0] = 1.0
         drawn = torch.multinomial(probs, m, replacement=True, generator=gen).reshape(b, t - 1, m)
-        rows = {
-            "nll": -logp.gather(-1, targets.unsqueeze(-1)).squeeze(-1),
-            "top_idx": idx,
-            "top_logp": vals,
-            "tail_logp": log_tail_mass(vals).float(),
-            "tail_idx": drawn,
-            "tail_sample_logp": logp.gather(-1, drawn),
-        }
+        del probs
+        rows["tail_idx"] = drawn
+        rows["tail_sample_logp"] = logits.gather(-1, drawn) - lse.unsqueeze(-1)
+        rows["tail_logp"] = tail_logp_(logits, idx, lse)
         for key, value in rows.items():
             out[key][s : s + b] = value.cpu()
     elapsed = time.perf_counter() - start

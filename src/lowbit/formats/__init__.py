@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+from lowbit.formats.gguf_format import save_gguf
 from lowbit.formats.lowbit_format import save_lowbit_folder
 from lowbit.registry import Registry
 
@@ -18,5 +19,6 @@ Writer = Callable[..., Path]
 
 WRITERS: Registry[Writer] = Registry("format")
 WRITERS.add("lowbit", save_lowbit_folder)
+WRITERS.add("gguf", save_gguf)
 
 __all__ = ["WRITERS", "Writer"]

@@ -12,16 +12,20 @@ from torch import nn
 from lowbit.data.windows import TokenSet
 from lowbit.errors import LowbitError
 from lowbit.methods.base import COMMON_OPTIONS, Method, QuantContext
+from lowbit.methods.gguf import GGUF
+from lowbit.methods.gptq import GPTQ
 from lowbit.methods.mixed import Mixed
 from lowbit.methods.rtn import RTN
 from lowbit.models.loader import LoadedModel
 from lowbit.registry import Registry
-from lowbit.schemes import get_scheme, parse_scheme
+from lowbit.schemes import get_scheme
 from lowbit.schemes.base import QuantizedTensor, Scheme, check_finite
 from lowbit.variant import VariantString
 
 METHODS: Registry[Method] = Registry("method")
 METHODS.add("rtn", RTN(), "nearest")
+METHODS.add("gguf", GGUF(), "llama.cpp")
+METHODS.add("gptq", GPTQ())
 METHODS.add("mixed", Mixed(), "mixed-precision")
 
 
@@ -44,7 +48,7 @@ def resolve_variant(text: str) -> Variant:
     """Parse and validate ``METHOD:SCHEME[+OPTION…]``."""
     vs = VariantString.parse(text)
     method = METHODS.get(vs.method)
-    scheme = parse_scheme(vs.scheme)
+    scheme = method.resolve_scheme(vs.scheme)
     method.check_scheme(scheme)
     specs = method.all_options()
     options = {name: spec.default for name, spec in specs.items()}
@@ -84,7 +88,7 @@ class QuantResult:
     def bits_per_weight(self) -> float:
         """Stored bits per quantized weight, every scale, zero and index counted."""
         # Each tensor names its own scheme: mixtures (GGUF Q4_K_M) differ per tensor.
-        bits = sum(get_scheme(q.scheme).storage_bits(q.shape) for q in self.tensors.values())
+        bits = sum(get_scheme(q.scheme).tensor_storage_bits(q) for q in self.tensors.values())
         return bits / sum(q.numel for q in self.tensors.values())
 
 

@@ -77,6 +77,19 @@ class Method(ABC):
 
     def check_scheme(self, scheme: Scheme) -> None:
         """Raise :class:`LowbitError` if this method cannot use ``scheme``."""
+        owner = getattr(scheme, "requires_method", None)
+        if owner is not None and owner != self.name:
+            raise LowbitError(f"scheme {scheme.spec()} can only be applied by method '{owner}', not {self.name}")
+
+    def resolve_scheme(self, text: str) -> Scheme:
+        """The scheme the scheme part of a variant names (methods may read it their own way)."""
+        from lowbit.schemes import parse_scheme
+
+        return parse_scheme(text)
+
+    def uses_calibration(self, options: dict[str, Any]) -> bool:
+        """Whether this variant reads calibration data (some methods only with some options)."""
+        return self.needs_calibration
 
     def act_bits(self, scheme: Scheme, options: dict[str, Any]) -> int:
         """Bits of the activations at run time (16 = left float)."""

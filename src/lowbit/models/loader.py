@@ -180,6 +180,9 @@ def load_gguf(path: Path, dtype: torch.dtype = torch.float32) -> tuple[nn.Module
     if not (cached / "model.safetensors").is_file():
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
+        from lowbit.formats.gguf_reader import validate_gguf
+
+        validate_gguf(path)  # a corrupt header gets an error naming the field, not a crash inside a reader
         info(f"converting {path.name} to float once (cached in {cached})")
         try:
             model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32)

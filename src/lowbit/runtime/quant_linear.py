@@ -46,13 +46,17 @@ class QuantLinear(nn.Module):
         """The float weight ``[out, in]`` this module computes with."""
         return self.scheme.dequantize(self.quantized, dtype)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def weight_for(self, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+        """The dequantized weight in ``dtype`` on ``device``, cached when ``cache_weight``."""
         w = self._cached
-        if w is None or w.device != x.device or w.dtype != x.dtype:
-            w = self.dequantized_weight(x.dtype).to(x.device)
+        if w is None or w.device != device or w.dtype != dtype:
+            w = self.dequantized_weight(dtype).to(device)
             if self.cache_weight:
                 self._cached = w
-        return nn.functional.linear(x, w, self.bias)
+        return w
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return nn.functional.linear(x, self.weight_for(x.dtype, x.device), self.bias)
 
     def _apply(self, fn, recurse=True):  # type: ignore[no-untyped-def]
         # A device or dtype move invalidates the cached float weight.
@@ -72,10 +76,19 @@ def _set_module(root: nn.Module, name: str, new: nn.Module) -> None:
 def install_quantized(model: nn.Module, name: str, q: QuantizedTensor, cache_weight: bool = True) -> QuantLinear:
     """Replace the Linear ``name`` in ``model`` by a :class:`QuantLinear` holding ``q``."""
     old = model.get_submodule(name)
-    bias = getattr(old, "bias", None)
-    device = q.codes.device
-    new = QuantLinear(q, bias.to(device) if bias is not None else None, cache_weight)
+    if isinstance(old, nn.Embedding):  # GGUF stores token embeddings quantized too
+        from lowbit.runtime.quant_embedding import QuantEmbedding
+
+        new: QuantLinear = QuantEmbedding(q, old.padding_idx, cache_weight, old.weight.dtype)
+    else:
+        bias = getattr(old, "bias", None)
+        device = q.codes.device
+        new = QuantLinear(q, bias.to(device) if bias is not None else None, cache_weight)
     _set_module(model, name, new)
+    if q.meta.get("tied_embedding"):  # an output head that is also the input embedding
+        from lowbit.runtime.quant_embedding import tie_embedding
+
+        tie_embedding(model, str(q.meta["tied_embedding"]), new)
     return new
 
 
@@ -94,7 +107,7 @@ def storage_bytes(model: nn.Module) -> int:
     owned: set[int] = set()
     for _, mod in quantized_modules(model):
         q = mod.quantized
-        total += (mod.scheme.storage_bits(q.shape) + 7) // 8
+        total += (mod.scheme.tensor_storage_bits(q) + 7) // 8
         for t in mod.state_dict().values():
             owned.add(t.data_ptr())
         if mod.bias is not None:

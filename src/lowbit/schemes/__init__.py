@@ -12,6 +12,8 @@ from collections.abc import Callable
 
 from lowbit.errors import LowbitError
 from lowbit.schemes.base import QuantizedTensor, Scheme, check_finite
+from lowbit.schemes.gguf.mixture import GGUFMixture
+from lowbit.schemes.gguf.scheme import GGUFScheme
 from lowbit.schemes.int_affine import IntScheme
 
 SchemeParser = Callable[[str], "Scheme | None"]
@@ -59,5 +61,7 @@ def get_scheme(spec: str) -> Scheme:
 
 
 register_family("int", IntScheme.parse)
+register_family("gguf", GGUFScheme.parse)
+register_family("gguf-mix", GGUFMixture.parse)
 
-__all__ = ["IntScheme", "QuantizedTensor", "Scheme", "check_finite", "get_scheme", "parse_scheme", "register_family"]
+__all__ = ["GGUFMixture", "GGUFScheme", "IntScheme", "QuantizedTensor", "Scheme", "check_finite", "get_scheme", "parse_scheme", "register_family"]

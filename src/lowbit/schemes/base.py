@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 
@@ -75,6 +75,9 @@ class Scheme(ABC):
 
     #: Family name used as the prefix of the canonical spec, e.g. ``"int"``.
     family: str = ""
+    #: Whether :meth:`dequantize` honours a ``g_idx`` parameter (int32 ``[I]``:
+    #: the group of each input column), as GPTQ's act-order produces.
+    supports_g_idx: ClassVar[bool] = False
 
     @abstractmethod
     def spec(self) -> str:
@@ -115,6 +118,14 @@ class Scheme(ABC):
     @abstractmethod
     def storage_bits(self, shape: tuple[int, ...]) -> int:
         """Exact bits stored for a tensor of ``shape``: codes + every scale, zero and index."""
+
+    def tensor_storage_bits(self, q: QuantizedTensor) -> int:
+        """Exact bits stored for ``q``: :meth:`storage_bits`, plus its per-column
+        group index (``g_idx``, int32 as every format stores it) when it has one."""
+        bits = self.storage_bits(q.shape)
+        if "g_idx" in q.params:
+            bits += 32 * q.params["g_idx"].numel()
+        return bits
 
     def bits_per_weight(self, shape: tuple[int, ...]) -> float:
         """:meth:`storage_bits` divided by the number of weights."""

@@ -48,6 +48,7 @@ class IntScheme(Scheme):
     group: int = 0
     gran: str = "group"
     family = "int"
+    supports_g_idx = True
 
     def __post_init__(self) -> None:
         if not 2 <= self.bits <= 8:
@@ -164,20 +165,23 @@ class IntScheme(Scheme):
             params["zero"] = zero
         return QuantizedTensor(self.spec(), shape, codes.contiguous(), params)
 
-    def _expand(self, p: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
-        """Per-group parameter ``[O, n_g]`` broadcast to ``[O, I]``."""
+    def _expand(self, p: torch.Tensor, shape: tuple[int, ...], g_idx: torch.Tensor | None = None) -> torch.Tensor:
+        """Per-group parameter ``[O, n_g]`` broadcast to ``[O, I]`` (column c uses group ``g_idx[c]`` if given)."""
         o, i = shape
         if self.gran == "tensor":
             return p.reshape(1, 1).expand(o, i)
+        if g_idx is not None:
+            return p[:, g_idx.long()]
         g = self._group_len(i)
         return p.repeat_interleave(g, dim=1)[:, :i]
 
     def dequantize(self, q: QuantizedTensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-        scale = self._expand(q.params["scale"].float(), q.shape)
+        g_idx = q.params.get("g_idx")
+        scale = self._expand(q.params["scale"].float(), q.shape, g_idx)
         if self.symmetric:
             zero = float(1 << (self.bits - 1))
             return ((q.codes.float() - zero) * scale).to(dtype)
-        zero_t = self._expand(q.params["zero"].float(), q.shape)
+        zero_t = self._expand(q.params["zero"].float(), q.shape, g_idx)
         return ((q.codes.float() - zero_t) * scale).to(dtype)
 
     # --- column-wise interface (GPTQ) -------------------------------------------

@@ -15,8 +15,14 @@ def sha256_json(obj: Any) -> str:
 
 
 def sha256_tokens(windows: torch.Tensor) -> str:
-    """SHA-256 of token windows (int64 [n, T]), independent of device and stride."""
-    return hashlib.sha256(windows.detach().cpu().contiguous().to(torch.int64).numpy().tobytes()).hexdigest()
+    """SHA-256 of token windows (int64 [n, T]) and their shape, independent of device and stride.
+
+    The shape is hashed too: one token stream cut into 4 × 64 or 2 × 128
+    windows is a different evaluation set (different context per position).
+    """
+    h = hashlib.sha256(str(tuple(windows.shape)).encode())
+    h.update(windows.detach().cpu().contiguous().to(torch.int64).numpy().tobytes())
+    return h.hexdigest()
 
 
 def model_fingerprint(model: torch.nn.Module) -> str:

@@ -1,0 +1,193 @@
+"""The GPTQ solve for one weight matrix: Hessian-guided error feedback, column by column.
+
+Follows ``fasterquant`` of IST-DASLab/gptq (Frantar et al., ICLR 2023), see
+``shared/reference/methods-and-formats.md`` §1:
+
+1. dead inputs (``H_ii = 0``): ``H_ii ← 1`` and the column's weights ← 0;
+2. dampening ``λ = damp · mean(diag H)``; if Cholesky fails the damp grows
+   ×10 and the solve retries (logged);
+3. ``U`` = upper Cholesky factor of ``H⁻¹``;
+4. columns in blocks of ``block``: quantize column ``j``, spread its error
+   ``(w_j − q_j)/U_jj`` over the block's remaining columns, then one GEMM
+   updates every later column (lazy batch updates);
+5. grid parameters are fitted through the scheme at the first column of each
+   group, from the already error-compensated weights; with ``static_groups``
+   every group is fitted up front from the original weights;
+6. act-order processes columns by descending ``diag H``; without static
+   groups the groups follow the processing order and ``g_idx[c]`` records the
+   group of input column ``c`` (``position of c in the order // G``).
+
+Everything runs through the scheme's column-wise interface
+(:meth:`~lowbit.schemes.base.Scheme.column_group_size`, ``fit``,
+``quantize_with``, ``assemble``), so any grid that offers it works.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import torch
+
+from lowbit.errors import LowbitError
+from lowbit.schemes.base import QuantizedTensor, Scheme
+from lowbit.utils.progress import warn
+
+MAX_DAMP_RETRIES = 4
+
+
+@dataclass(frozen=True)
+class GPTQConfig:
+    """Options of one GPTQ solve.
+
+    Attributes:
+        damp: dampening as a fraction of the mean Hessian diagonal.
+        block: columns per lazy-batch block.
+        act_order: process columns by descending Hessian diagonal.
+        static_groups: fit every group's grid from the original weights up front.
+    """
+
+    damp: float = 0.01
+    block: int = 128
+    act_order: bool = False
+    static_groups: bool = False
+
+
+@dataclass
+class SolveResult:
+    """One solve's outputs.
+
+    Attributes:
+        q: the representation (rows of every matrix solved together, split later).
+        loss: GPTQ's proxy loss ``Σ (w − q)² / (2 U_jj²)``.
+        damp: the dampening that succeeded.
+    """
+
+    q: QuantizedTensor
+    loss: float
+    damp: float
+
+
+def inverse_hessian_factor(h: torch.Tensor, damp: float, name: str) -> tuple[torch.Tensor, float]:
+    """Upper Cholesky factor ``U`` of ``(H + λI)⁻¹`` (``H⁻¹ = UᵀU``), and the damp used.
+
+    Computed in float64 (cheap at these sizes, and it removes most failures);
+    retries with 10× the damp when the factorisation fails.
+    """
+    h64 = h.double()
+    mean_diag = float(torch.diag(h64).mean())
+    eye = torch.eye(h64.shape[0], dtype=torch.float64, device=h64.device)
+    for attempt in range(MAX_DAMP_RETRIES + 1):
+        low, info = torch.linalg.cholesky_ex(h64 + eye * (damp * mean_diag))
+        if int(info) == 0:
+            upper, info = torch.linalg.cholesky_ex(torch.cholesky_inverse(low), upper=True)
+            if int(info) == 0 and bool(torch.isfinite(upper).all()):
+                return upper.float(), damp
+        if attempt < MAX_DAMP_RETRIES:
+            warn(f"gptq: Hessian of '{name}' is not positive definite at damp={damp:g}; retrying at {damp * 10:g}")
+            damp *= 10
+    raise LowbitError(f"gptq: Hessian of '{name}' stays singular up to damp={damp:g}; "
+                      "give more calibration text or a larger +damp")
+
+
+@contextmanager
+def one_thread() -> Iterator[None]:
+    """Run small latency-bound tensor ops on one CPU thread.
+
+    The column loop issues thousands of tiny ops; with several threads each
+    one pays a fork/join, which costs 8x here on a busy 2-core machine.
+    """
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def gptq_solve(w: torch.Tensor, h: torch.Tensor, scheme: Scheme, cfg: GPTQConfig, name: str) -> SolveResult:
+    """Quantize ``w`` ``[O, I]`` minimising ``‖(W − Ŵ)X‖²`` for inputs with ``H = E[x xᵀ]`` ``[I, I]``."""
+    if w.device.type == "cpu":
+        with one_thread():
+            return _solve(w, h, scheme, cfg, name)
+    return _solve(w, h, scheme, cfg, name)
+
+
+def _solve(w: torch.Tensor, h: torch.Tensor, scheme: Scheme, cfg: GPTQConfig, name: str) -> SolveResult:
+    if not bool(torch.isfinite(h).all()):
+        raise LowbitError(f"gptq: the calibration inputs of '{name}' contain NaN/Inf; stopping at this layer")
+    w = w.detach().clone().float()
+    h = h.detach().clone().float()
+    rows, cols = w.shape
+    dead = torch.diag(h) == 0
+    h[dead, dead] = 1.0
+    w[:, dead] = 0.0
+    g = scheme.column_group_size(cols)
+    static = [scheme.fit(w[:, s:s + g]) for s in range(0, cols, g)] if cfg.static_groups else None
+    perm = torch.argsort(torch.diag(h), descending=True, stable=True) if cfg.act_order else None
+    if perm is not None:
+        w, h = w[:, perm], h[perm][:, perm]
+    u, damp = inverse_hessian_factor(h, cfg.damp, name)
+    codes = torch.zeros(rows, cols, dtype=torch.uint8, device=w.device)
+    losses = torch.zeros(rows, device=w.device)
+    fitted: list[dict[str, torch.Tensor]] = []
+    params: dict[str, torch.Tensor] = {}
+    for b0 in range(0, cols, cfg.block):
+        b1 = min(b0 + cfg.block, cols)
+        w1 = w[:, b0:b1].clone()
+        err = torch.zeros_like(w1)
+        u1 = u[b0:b1, b0:b1]
+        for i in range(b1 - b0):
+            col = b0 + i
+            if static is not None:
+                params = static[int(perm[col] if perm is not None else col) // g]
+            elif col % g == 0:
+                end = min(col + g, cols)
+                # The group's weights as compensated so far: this block's part
+                # (w1) is current, later blocks' part has every earlier update.
+                span = torch.cat([w1[:, i:], w[:, b1:end]], dim=1)[:, : end - col]
+                params = scheme.fit(span)
+                fitted.append(params)
+            wc = w1[:, i:i + 1]
+            c, q = scheme.quantize_with(wc, params)
+            codes[:, col] = c[:, 0]
+            d = u1[i, i]
+            e = (wc[:, 0] - q[:, 0].float()) / d
+            losses += e * e / 2
+            w1[:, i:] -= e.unsqueeze(1) * u1[i, i:].unsqueeze(0)
+            err[:, i] = e
+        w[:, b1:] -= err @ u[b0:b1, b1:]
+    if not bool(torch.isfinite(w).all()):
+        raise LowbitError(f"gptq: NaN/Inf appeared while quantizing '{name}'; stopping at this layer")
+    g_idx = None
+    if perm is not None:
+        inv = torch.argsort(perm)
+        codes = codes[:, inv]
+        if static is None:
+            g_idx = (torch.arange(cols, device=w.device) // g)[inv].to(torch.int32)
+    q = scheme.assemble((rows, cols), codes, static if static is not None else fitted)
+    if g_idx is not None:
+        q.params["g_idx"] = g_idx
+    q.meta.update({"method": "gptq", "act_order": cfg.act_order, "static_groups": cfg.static_groups,
+                   "damp": damp})
+    return SolveResult(q, float(losses.sum()), damp)
+
+
+def split_rows(q: QuantizedTensor, sizes: list[int]) -> list[QuantizedTensor]:
+    """Split a representation of stacked matrices (rows ``sizes``) back into one per matrix.
+
+    Valid for schemes whose parameters are per row (channel, group and block
+    granularities); ``g_idx`` is shared because the stacked matrices shared ``H``.
+    """
+    out = []
+    start = 0
+    for n in sizes:
+        params = {}
+        for k, v in q.params.items():
+            params[k] = v.clone() if k == "g_idx" else v[start:start + n].contiguous()
+        piece = QuantizedTensor(q.scheme, (n, q.shape[1]), q.codes[start:start + n].contiguous(), params,
+                                dict(q.meta))
+        out.append(piece)
+        start += n
+    return out
