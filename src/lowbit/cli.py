@@ -61,6 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quick", action="store_true", help="few variants and tokens: a 2-minute smoke run")
     p.add_argument("--json", type=Path, default=None, metavar="FILE", help="write the JSON report here")
     p.add_argument("--out", type=Path, default=None, metavar="DIR", help="write report.json and table.txt here")
+    p.add_argument("--report", action="store_true", help="also write report.html and plots/*.png into --out")
     p.add_argument("--no-cache", action="store_true", help="recompute the float reference")
     p.add_argument("--no-speed", action="store_true", help="skip the prefill/decode tokens/s measurement")
     p.add_argument("--target", default=None, metavar="T",
@@ -107,6 +108,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("inspect", help="architecture, linears and their shapes, sizes")
     p.add_argument("model", nargs="?", default=DEFAULT_MODEL)
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+    from lowbit.advisor.cli import add_parsers
+
+    add_parsers(sub, _add_data_args, _positive)
     return parser
 
 
@@ -156,6 +161,8 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     from lowbit.utils.atomic import write_text_atomic
     from lowbit.variant import split_variant_list
 
+    if args.report and not args.out:
+        raise LowbitError("--report writes report.html into the --out folder; pass --out DIR")
     opts = CompareOptions(
         model=args.model, variants=split_variant_list(args.variants) if args.variants else None,
         eval=args.eval, calib=args.calib, eval_tokens=args.eval_tokens, calib_samples=args.calib_samples,
@@ -175,6 +182,10 @@ def _cmd_compare(args: argparse.Namespace) -> int:
         buf = StringIO()
         print_table(report, Console(file=buf, width=200))
         write_text_atomic(args.out / "table.txt", buf.getvalue())
+        if args.report:
+            from lowbit.report.html import write_report
+
+            print(f"report: {write_report(args.out)}")
     failed = [r for r in report["results"] if r.get("error")]
     return 1 if failed and len(failed) == len(report["results"]) else 0
 
@@ -259,6 +270,12 @@ COMMANDS = {"compare": _cmd_compare, "quantize": _cmd_quantize, "imatrix": _cmd_
             "inspect": _cmd_inspect, "hw": _cmd_hw, "qat": _cmd_qat}
 
 
+def _all_commands() -> dict[str, Any]:
+    from lowbit.advisor.cli import COMMANDS as ADVISOR_COMMANDS
+
+    return {**COMMANDS, **ADVISOR_COMMANDS}
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `lowbit` console script."""
     args = build_parser().parse_args(argv)
@@ -268,7 +285,7 @@ def main(argv: list[str] | None = None) -> int:
     set_quiet(args.quiet)
     try:
         with flush_denormal():
-            return COMMANDS[args.command](args)
+            return _all_commands()[args.command](args)
     except LowbitError as e:
         print(f"lowbit: error: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT

@@ -20,7 +20,9 @@ from lowbit.data import DEFAULT_CALIB_SAMPLES, DEFAULT_EVAL, DEFAULT_EVAL_TOKENS
 from lowbit.data.windows import DEFAULT_WINDOW
 from lowbit.devices import select_device
 from lowbit.errors import LowbitError
-from lowbit.eval.metrics import summarize, token_metrics
+from lowbit.eval.detect import compare_all, detectable_from_zero
+from lowbit.eval.layer_error import RESCALING_METHODS, layer_errors
+from lowbit.eval.metrics import TokenMetrics, summarize, token_metrics
 from lowbit.eval.reference import Reference, load_or_compute_reference
 from lowbit.methods import Variant, quantize_model, resolve_variant
 from lowbit.models import DEFAULT_MODEL, LoadedModel, load_model
@@ -144,8 +146,13 @@ def quick_variant(v: Variant) -> Variant:
 
 
 def run_variant(float_model: LoadedModel, v: Variant, data: DataSets, ref: Reference,
-                device: torch.device, speed: SpeedSetup | None = None, target: Any = None) -> dict[str, Any]:
-    """Quantize a copy of ``float_model`` with ``v``, evaluate it, return its row."""
+                device: torch.device, speed: SpeedSetup | None = None, target: Any = None,
+                keep: dict[str, TokenMetrics] | None = None) -> dict[str, Any]:
+    """Quantize a copy of ``float_model`` with ``v``, evaluate it, return its row.
+
+    ``keep`` (optional) receives the per-token metrics under the variant's name,
+    for paired comparisons between variants.
+    """
     row = empty_row(v.text)
     row.update(variant_fields(v))
     loaded = copy.deepcopy(float_model)
@@ -161,8 +168,15 @@ def run_variant(float_model: LoadedModel, v: Variant, data: DataSets, ref: Refer
             "note": "; ".join(n for n in (source_grid_note(float_model.spec, v.scheme), result.stats.get("note")) if n)
                     or None,
         })
-        row.update(summarize(token_metrics(loaded.model, data.eval, ref, f"eval {v.text}"), ref))
+        if v.method.name not in RESCALING_METHODS:
+            row["layer_error"] = layer_errors(float_model.model, loaded.model)
+        metrics = token_metrics(loaded.model, data.eval, ref, f"eval {v.text}")
+        row.update(summarize(metrics, ref))
         row.update(runtime_row_stats(loaded.model))
+        if metrics.kld is not None:
+            row["kld_mde"] = detectable_from_zero(metrics.kld)
+        if keep is not None:
+            keep[v.text] = metrics
         row.update({k: val for k, val in result.stats.items() if k in ROW_KEYS and row.get(k) is None})
         # After evaluating, so a W8A8 kernel that fell back is named; a method's own runtime name is kept.
         row["runtime"] = w8a8_runtime_name(loaded.model) or row.get("runtime") or module_runtime_name(loaded.model)
@@ -213,10 +227,11 @@ def run_compare(opts: CompareOptions) -> dict[str, Any]:
         float_results = measure_runtimes(candidate_runtimes(float_model, FLOAT_RUNTIME), prompt, steps, repeats)
         speed = SpeedSetup(prompt, fastest(float_results), steps, repeats)
     rows = []
+    kept: dict[str, TokenMetrics] = {}
     for v in variants:
         info(f"variant {v.text}")
         try:
-            rows.append(run_variant(float_model, v, data, ref, device, speed, target))
+            rows.append(run_variant(float_model, v, data, ref, device, speed, target, kept))
         except LowbitError as e:
             rows.append({**empty_row(v.text), **variant_fields(v), "error": str(e)})
         except Exception as e:  # noqa: BLE001 - one broken variant must not lose the others' results
@@ -233,4 +248,15 @@ def run_compare(opts: CompareOptions) -> dict[str, Any]:
             "speed_candidates": [r.as_dict() for r in float_results],
         })
     report["target"] = {"name": target.name, "given": opts.target is not None, "summary": target.summary}
+    report["detectability"] = detectability_block(rows, kept)
     return report
+
+
+def detectability_block(rows: list[dict[str, Any]], kept: dict[str, TokenMetrics]) -> dict[str, Any]:
+    """Paired comparisons between the variants (largest first), of KLD and of NLL (= Δ ln ppl)."""
+    order = [r["variant"] for r in sorted((r for r in rows if not r.get("error") and r.get("bits_per_weight")),
+                                          key=lambda r: -r["bits_per_weight"])]
+    per_token = {name: {"kld": m.kld, "nll": m.nll} for name, m in kept.items() if m.kld is not None}
+    return {"metric": "kld", "power": 0.8, "alpha": 0.05,
+            "pairs": [p.as_dict() for p in compare_all(per_token, order, "kld")],
+            "nll_pairs": [p.as_dict() for p in compare_all(per_token, order, "nll")]}

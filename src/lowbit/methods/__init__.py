@@ -16,6 +16,7 @@ from lowbit.methods.awq import AWQ
 from lowbit.methods.bnb import BnbMethod
 from lowbit.methods.gguf import GGUF
 from lowbit.methods.gptq import GPTQ
+from lowbit.methods.mixed import Mixed
 from lowbit.methods.qat import QAT
 from lowbit.methods.rtn import RTN
 from lowbit.methods.smoothquant import SmoothQuant
@@ -33,6 +34,7 @@ METHODS.add("gptq", GPTQ())
 METHODS.add("awq", AWQ())
 METHODS.add("smoothquant", SmoothQuant(), "sq")
 METHODS.add("qat", QAT())
+METHODS.add("mixed", Mixed(), "mixed-precision")
 
 
 @dataclass(frozen=True)

@@ -40,6 +40,9 @@ ROW_KEYS = (
     "top1_agreement", "top1_ci",
     "calib_seconds", "quant_seconds", "peak_rss_mb", "tokens_per_s",
     "runtime", "note", "error",
+    # Added by the advisor (0.1+): the smallest KLD this eval set detects against
+    # the float model, and ‖W−Ŵ‖/‖W‖ per quantized linear.
+    "kld_mde", "layer_error",
     # GGUF (method gguf): tensors that fell back to another type because their rows are not whole
     # blocks (llama.cpp's count), and speed per runtime ([{"runtime": ..., tokens/s ...}], llama.cpp's included)
     "fallback_tensors", "speeds",

@@ -105,3 +105,16 @@ def print_table(report: dict[str, Any], console: Console | None = None) -> None:
     if stuck and target:
         console.print(f"[yellow]{stuck} variant(s) have no accelerated path on {target}[/yellow] "
                       f"(lowbit hw --target {target})")
+    print_detectability(report, console)
+
+
+def print_detectability(report: dict[str, Any], console: Console) -> None:
+    """One line per paired comparison between variants (see :mod:`lowbit.eval.detect`)."""
+    block = report.get("detectability") or {}
+    pairs = (block.get("pairs") or []) + (block.get("nll_pairs") or [])
+    if not pairs:
+        return
+    console.print("Paired comparisons (per token, same eval tokens, 95% CI; detectable = 80% power, α = 0.05):")
+    for p in pairs:
+        style = "" if p["distinguishable"] else "[yellow]"
+        console.print(f"  {style}{p['sentence']}{'[/yellow]' if style else ''}", highlight=False)
