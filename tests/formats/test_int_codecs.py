@@ -46,6 +46,9 @@ CASES = [
     ("compressed-tensors", "gptq:w4g64+act+static", "tiny-llama"),
     ("compressed-tensors", "rtn:w4ch", "tiny-gpt2"),
     ("compressed-tensors", "rtn:w3g32asym", "tiny-llama"),
+    # QAT converts to the same representation as any PTQ method, so the serving formats take it.
+    ("gptq", "qat:w4g64+steps=2+lr=1e-3", "tiny-llama"),
+    ("compressed-tensors", "qat:w3g64+steps=2+lr=1e-3+lsq", "tiny-llama"),
 ]
 
 
