@@ -12,14 +12,17 @@ Follows ``fasterquant`` of IST-DASLab/gptq (Frantar et al., ICLR 2023), see
    updates every later column (lazy batch updates);
 5. grid parameters are fitted through the scheme at the first column of each
    group, from the already error-compensated weights; with ``static_groups``
-   every group is fitted up front from the original weights;
+   every group is fitted up front from the original weights (optionally
+   weighted by an importance vector), which grids that cannot be fitted one
+   group at a time (GGUF k-quants: ``Scheme.needs_static_groups``) always get;
 6. act-order processes columns by descending ``diag H``; without static
    groups the groups follow the processing order and ``g_idx[c]`` records the
    group of input column ``c`` (``position of c in the order // G``).
 
 Everything runs through the scheme's column-wise interface
-(:meth:`~lowbit.schemes.base.Scheme.column_group_size`, ``fit``,
-``quantize_with``, ``assemble``), so any grid that offers it works.
+(:meth:`~lowbit.schemes.base.Scheme.column_group_size`, ``fit`` /
+``fit_static``, ``column_grid``, ``quantize_with``, ``assemble``), so any grid
+that offers it works.
 """
 
 from __future__ import annotations
@@ -45,7 +48,8 @@ class GPTQConfig:
         damp: dampening as a fraction of the mean Hessian diagonal.
         block: columns per lazy-batch block.
         act_order: process columns by descending Hessian diagonal.
-        static_groups: fit every group's grid from the original weights up front.
+        static_groups: fit every group's grid from the original weights up front
+            (forced for schemes that need it, see :func:`uses_static_groups`).
     """
 
     damp: float = 0.01
@@ -91,6 +95,19 @@ def inverse_hessian_factor(h: torch.Tensor, damp: float, name: str) -> tuple[tor
                       "give more calibration text or a larger +damp")
 
 
+def uses_static_groups(scheme: Scheme, cfg: GPTQConfig) -> bool:
+    """Whether a solve on ``scheme`` fits every group up front: when asked, or when the grid needs it.
+
+    Raises :class:`LowbitError` for act-order with groups that follow the
+    processing order on a scheme that cannot store per-column group indices.
+    """
+    static = cfg.static_groups or scheme.needs_static_groups
+    if cfg.act_order and not static and not scheme.supports_g_idx:
+        raise LowbitError(f"gptq +act without +static needs per-column group indices, which {scheme.spec()} "
+                          "cannot store; add +static")
+    return static
+
+
 @contextmanager
 def one_thread() -> Iterator[None]:
     """Run small latency-bound tensor ops on one CPU thread.
@@ -106,15 +123,22 @@ def one_thread() -> Iterator[None]:
         torch.set_num_threads(before)
 
 
-def gptq_solve(w: torch.Tensor, h: torch.Tensor, scheme: Scheme, cfg: GPTQConfig, name: str) -> SolveResult:
-    """Quantize ``w`` ``[O, I]`` minimising ``‖(W − Ŵ)X‖²`` for inputs with ``H = E[x xᵀ]`` ``[I, I]``."""
+def gptq_solve(w: torch.Tensor, h: torch.Tensor, scheme: Scheme, cfg: GPTQConfig, name: str,
+               importance: torch.Tensor | None = None) -> SolveResult:
+    """Quantize ``w`` ``[O, I]`` minimising ``‖(W − Ŵ)X‖²`` for inputs with ``H = E[x xᵀ]`` ``[I, I]``.
+
+    ``importance`` (``[I]``, e.g. a llama.cpp imatrix) weights the up-front
+    fit of static groups (:meth:`~lowbit.schemes.base.Scheme.fit_static`);
+    groups fitted during the solve take none.
+    """
     if w.device.type == "cpu":
         with one_thread():
-            return _solve(w, h, scheme, cfg, name)
-    return _solve(w, h, scheme, cfg, name)
+            return _solve(w, h, scheme, cfg, name, importance)
+    return _solve(w, h, scheme, cfg, name, importance)
 
 
-def _solve(w: torch.Tensor, h: torch.Tensor, scheme: Scheme, cfg: GPTQConfig, name: str) -> SolveResult:
+def _solve(w: torch.Tensor, h: torch.Tensor, scheme: Scheme, cfg: GPTQConfig, name: str,
+           importance: torch.Tensor | None) -> SolveResult:
     if not bool(torch.isfinite(h).all()):
         raise LowbitError(f"gptq: the calibration inputs of '{name}' contain NaN/Inf; stopping at this layer")
     w = w.detach().clone().float()
@@ -124,7 +148,11 @@ def _solve(w: torch.Tensor, h: torch.Tensor, scheme: Scheme, cfg: GPTQConfig, na
     h[dead, dead] = 1.0
     w[:, dead] = 0.0
     g = scheme.column_group_size(cols)
-    static = [scheme.fit(w[:, s:s + g]) for s in range(0, cols, g)] if cfg.static_groups else None
+    static_groups = uses_static_groups(scheme, cfg)
+    if importance is not None and not static_groups:
+        raise LowbitError(f"gptq: an importance vector only weights static-group fits, and '{name}' "
+                          f"({scheme.spec()}) fits its groups during the solve")
+    static = scheme.fit_static(w, importance) if static_groups else None
     perm = torch.argsort(torch.diag(h), descending=True, stable=True) if cfg.act_order else None
     if perm is not None:
         w, h = w[:, perm], h[perm][:, perm]
@@ -132,7 +160,6 @@ def _solve(w: torch.Tensor, h: torch.Tensor, scheme: Scheme, cfg: GPTQConfig, na
     codes = torch.zeros(rows, cols, dtype=torch.uint8, device=w.device)
     losses = torch.zeros(rows, device=w.device)
     fitted: list[dict[str, torch.Tensor]] = []
-    params: dict[str, torch.Tensor] = {}
     for b0 in range(0, cols, cfg.block):
         b1 = min(b0 + cfg.block, cols)
         w1 = w[:, b0:b1].clone()
@@ -141,14 +168,16 @@ def _solve(w: torch.Tensor, h: torch.Tensor, scheme: Scheme, cfg: GPTQConfig, na
         for i in range(b1 - b0):
             col = b0 + i
             if static is not None:
-                params = static[int(perm[col] if perm is not None else col) // g]
-            elif col % g == 0:
-                end = min(col + g, cols)
-                # The group's weights as compensated so far: this block's part
-                # (w1) is current, later blocks' part has every earlier update.
-                span = torch.cat([w1[:, i:], w[:, b1:end]], dim=1)[:, : end - col]
-                params = scheme.fit(span)
-                fitted.append(params)
+                at = int(perm[col]) if perm is not None else col  # the column's place in the natural order
+                params = scheme.column_grid(static[at // g], at % g)
+            else:
+                if col % g == 0:
+                    end = min(col + g, cols)
+                    # The group's weights as compensated so far: this block's part
+                    # (w1) is current, later blocks' part has every earlier update.
+                    span = torch.cat([w1[:, i:], w[:, b1:end]], dim=1)[:, : end - col]
+                    fitted.append(scheme.fit(span))
+                params = scheme.column_grid(fitted[-1], col % g)
             wc = w1[:, i:i + 1]
             c, q = scheme.quantize_with(wc, params)
             codes[:, col] = c[:, 0]
@@ -169,7 +198,7 @@ def _solve(w: torch.Tensor, h: torch.Tensor, scheme: Scheme, cfg: GPTQConfig, na
     q = scheme.assemble((rows, cols), codes, static if static is not None else fitted)
     if g_idx is not None:
         q.params["g_idx"] = g_idx
-    q.meta.update({"method": "gptq", "act_order": cfg.act_order, "static_groups": cfg.static_groups,
+    q.meta.update({"method": "gptq", "act_order": cfg.act_order, "static_groups": static_groups,
                    "damp": damp})
     return SolveResult(q, float(losses.sum()), damp)
 

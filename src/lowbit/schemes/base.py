@@ -69,7 +69,8 @@ class Scheme(ABC):
     """A quantization grid. Subclasses are small frozen dataclasses.
 
     Methods that work group by group (GPTQ) use :meth:`column_group_size`,
-    :meth:`fit` and :meth:`quantize_with`; everything else uses
+    :meth:`fit` (or :meth:`fit_static`), :meth:`column_grid`,
+    :meth:`quantize_with` and :meth:`assemble`; everything else uses
     :meth:`quantize` / :meth:`dequantize`.
     """
 
@@ -158,6 +159,32 @@ class Scheme(ABC):
     def quantize_with(self, w: torch.Tensor, params: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """Codes and dequantized values of columns ``w`` on the grid ``params``."""
         raise LowbitError(f"scheme {self.spec()} does not support column-wise methods")
+
+    @property
+    def needs_static_groups(self) -> bool:
+        """Whether every group's grid must be fitted up front from the original weights
+        (GPTQ's static groups), because it cannot be fitted from one group's
+        compensated columns alone (a GGUF k-quant's sub-scales hang off a super-block scale)."""
+        return False
+
+    def fit_static(self, w: torch.Tensor, importance: torch.Tensor | None = None) -> list[dict[str, torch.Tensor]]:
+        """Grid parameters of every column group of ``w`` ``[O, I]``, fitted up front, in group order.
+
+        ``importance`` (``[I]``) weights the fit where the scheme's fitting uses
+        it; the default fits group by group with :meth:`fit`, which takes none.
+        """
+        if importance is not None:
+            raise LowbitError(f"scheme {self.spec()} does not weight its column-wise fits by importance")
+        g = self.column_group_size(w.shape[1])
+        return [self.fit(w[:, s:s + g]) for s in range(0, w.shape[1], g)]
+
+    def column_grid(self, params: dict[str, torch.Tensor], column: int) -> dict[str, torch.Tensor]:
+        """The parameters :meth:`quantize_with` needs for column ``column`` (0-based, inside its group).
+
+        The default grid is the same for every column of a group; grids that vary
+        inside a group (a k-quant's sub-blocks) return that column's slice.
+        """
+        return params
 
     def assemble(
         self, shape: tuple[int, ...], codes: torch.Tensor, group_params: list[dict[str, torch.Tensor]]

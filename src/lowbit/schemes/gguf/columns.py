@@ -12,11 +12,11 @@ weights the three together reproduce ``ggml_quantize_chunk`` byte for byte
 
 Codes are unsigned: Q4_x 0…15, Q5_x 0…31, Q8_0 stored as ``q + 128``.
 
-The k-quants (and IQ4_XS) cannot offer this interface as it stands: a 256-wide
-super-block stores 6-bit sub-scales of 16/32 columns relative to one fp16
-super-scale fitted over all of them, so the grid of a column depends on its
-position inside the super-block, which ``quantize_with`` is not told, and the
-sub-scales are only final once the whole super-block is fitted.
+The k-quants have their own version in :mod:`.kcolumns`: a 256-wide
+super-block stores sub-scales of 16/32 columns relative to one fp16
+super-scale fitted over all of them, so their grid is fitted up front per
+super-block and held fixed (GPTQ's static groups). IQ4_NL / IQ4_XS (a
+non-uniform grid) have no column-wise interface.
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ def require_legacy(qtype: str) -> None:
     if qtype not in LEGACY:
         raise LowbitError(
             f"gguf:{qtype} does not support column-wise methods (GPTQ): only the 32-blocks "
-            f"{', '.join(LEGACY)} do; a k-quant's sub-block grids depend on the whole 256-column super-block"
+            f"{', '.join(LEGACY)} and the k-quants Q2_K … Q6_K do"
         )
 
 

@@ -35,10 +35,10 @@ import torch
 from lowbit.errors import LowbitError
 from lowbit.schemes.base import QuantizedTensor, Scheme
 
-from . import columns
+from . import columns, kcolumns
 from .codec import dequantize as _dequantize
 from .codec import quantize as _quantize
-from .types import TYPES
+from .types import QK_K, TYPES
 
 #: Unquantized GGUF types: ggml type id and bytes per weight.
 FLOAT_TYPES: dict[str, tuple[int, int]] = {"F32": (0, 4), "F16": (1, 2), "BF16": (30, 2)}
@@ -189,21 +189,48 @@ class GGUFScheme(Scheme):
     def unpack_codes(self, packed: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
         return packed.reshape(shape[0], row_bytes(self.qtype, shape[1]))
 
-    # --- group-wise interface (GPTQ), legacy 32-blocks only ----------------------------
+    # --- group-wise interface (GPTQ): legacy 32-blocks, and k-quants on static grids ---------
+
+    @property
+    def has_column_grid(self) -> bool:
+        """Whether column-wise methods (GPTQ) can choose this type's codes."""
+        return self.qtype in kcolumns.GRIDS or self.qtype in columns.LEGACY
+
+    @property
+    def needs_static_groups(self) -> bool:
+        # a k-quant's sub-scales hang off a super-scale fitted over all 256 columns
+        return self.qtype in kcolumns.GRIDS
 
     def column_group_size(self, in_features: int) -> int:
+        if self.qtype in kcolumns.GRIDS:
+            return QK_K
         columns.require_legacy(self.qtype)
         return columns.QK
 
     def fit(self, w: torch.Tensor) -> dict[str, torch.Tensor]:
-        return columns.fit(self.qtype, w)
+        if self.qtype not in kcolumns.GRIDS:
+            return columns.fit(self.qtype, w)
+        if w.shape[1] != QK_K:
+            raise LowbitError(f"{self.spec()}: a column group is one super-block of {QK_K} columns, got {w.shape[1]}")
+        return kcolumns.fit_static(self.qtype, w, None)[0]
+
+    def fit_static(self, w: torch.Tensor, importance: torch.Tensor | None = None) -> list[dict[str, torch.Tensor]]:
+        if self.qtype not in kcolumns.GRIDS:
+            return super().fit_static(w, importance)
+        return kcolumns.fit_static(self.qtype, w, self._importance(importance, int(w.shape[1])))
+
+    def column_grid(self, params: dict[str, torch.Tensor], column: int) -> dict[str, torch.Tensor]:
+        return kcolumns.column_grid(params, column) if self.qtype in kcolumns.GRIDS else params
 
     def quantize_with(self, w: torch.Tensor, params: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.qtype in kcolumns.GRIDS:
+            return kcolumns.quantize_with(self.qtype, w, params)
         return columns.quantize_with(self.qtype, w, params)
 
     def assemble(self, shape: tuple[int, ...], codes: torch.Tensor,
                  group_params: list[dict[str, torch.Tensor]]) -> QuantizedTensor:
         shape = tuple(int(s) for s in shape)
         self.check_shape(shape)
-        raw = columns.assemble(self.qtype, shape, codes, group_params)
+        pack = kcolumns.assemble if self.qtype in kcolumns.GRIDS else columns.assemble
+        raw = pack(self.qtype, shape, codes, group_params)
         return QuantizedTensor(self.spec(), shape, raw.to(codes.device), {}, {})
