@@ -10,11 +10,15 @@ collects every Hessian of the block from the float block in one pass.
 
 Targets outside the blocks (an output head asked for with ``+lm_head``) have
 no Hessian from the pipeline and are rounded to nearest; the run's stats say so.
+
+:func:`solve_in_blocks` is the block loop on its own, with a grid per target,
+so method ``gguf`` (``+gptq``) runs the same loop over a llama.cpp mixture.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -23,8 +27,8 @@ from torch import nn
 from lowbit.calibrate import BlockContext, CalibrationPipeline, InputStats
 from lowbit.errors import LowbitError
 from lowbit.methods.base import Method, QuantContext
-from lowbit.methods.gptq_solver import GPTQConfig, gptq_solve, split_rows
-from lowbit.schemes.base import Scheme
+from lowbit.methods.gptq_solver import GPTQConfig, gptq_solve, split_rows, uses_static_groups
+from lowbit.schemes.base import QuantizedTensor, Scheme
 from lowbit.utils.progress import warn
 from lowbit.variant import OptionSpec
 
@@ -78,6 +82,9 @@ class GPTQ(Method):
             raise LowbitError(f"gptq needs a scheme that fits grids column by column; {scheme.spec()} does not") \
                 from None
 
+    def check_options(self, scheme: Scheme, options: dict[str, Any]) -> None:
+        self.config(scheme, options)  # bad values and unstorable act-order groups fail at resolution
+
     def config(self, scheme: Scheme, options: dict[str, Any]) -> GPTQConfig:
         """Validated solver options."""
         damp, block = float(options["damp"]), int(options["block"])
@@ -85,53 +92,100 @@ class GPTQ(Method):
             raise LowbitError(f"gptq option +damp must be in (0, 10], got {damp}")
         if block < 1:
             raise LowbitError(f"gptq option +block must be a positive number of columns, got {block}")
-        act, static = bool(options["act"]), bool(options["static"])
-        if act and not static and not scheme.supports_g_idx:
-            raise LowbitError(f"gptq +act without +static needs per-column group indices, which {scheme.spec()} "
-                              "cannot store; add +static")
-        return GPTQConfig(damp=damp, block=block, act_order=act, static_groups=static)
+        cfg = GPTQConfig(damp=damp, block=block, act_order=bool(options["act"]), static_groups=bool(options["static"]))
+        uses_static_groups(scheme, cfg)  # refuses act-order groups the scheme cannot store
+        return cfg
 
     def quantize(self, ctx: QuantContext) -> None:
         calib = ctx.require_calib(self.name)
         cfg = self.config(ctx.scheme, ctx.options)
-        widest = max(lin.in_features for lin in ctx.targets.values())
-        if calib.tokens < widest:
-            warn(f"gptq: {calib.tokens} calibration tokens are fewer than the widest layer input ({widest}); "
-                 f"Hessians are rank-deficient and only dampening (+damp={cfg.damp:g}) keeps them invertible")
-        sequential = not ctx.options["nosequential"]
-        stages = ctx.loaded.arch.stages
-        record: dict[str, Any] = {"loss": 0.0, "damp_raised": [], "rtn": []}
-        stack = ctx.scheme.granularity != "tensor"  # per-tensor grids would share one scale across matrices
-        solve_s = 0.0
-
-        def on_block(bctx: BlockContext) -> None:
-            nonlocal solve_s
-            for stage in block_stages(bctx, stages, sequential):
-                stats = bctx.collect(stage, hessian=True)
-                t0 = time.perf_counter()
-                for group in shared_input_groups(stage, stats):
-                    parts = [group] if stack else [[n] for n in group]
-                    for names in parts:
-                        self._solve(ctx, names, stats[names[0]], cfg, record)
-                solve_s += time.perf_counter() - t0
-
         pipe = CalibrationPipeline(ctx.loaded, calib, ctx.targets, ctx.device)
-        for name in pipe.outside_blocks():
-            record["rtn"].append(name)
+        rtn = pipe.outside_blocks()
+        for name in rtn:
             ctx.install(name, ctx.scheme.quantize(ctx.targets[name].weight.detach()))
-        pipe.run(on_block, "gptq")
+        record = solve_in_blocks(ctx, pipe, cfg, lambda _name: ctx.scheme, not ctx.options["nosequential"])
         ctx.stats["calib_seconds"] = pipe.seconds
-        ctx.stats["gptq"] = {**record, "solve_seconds": solve_s, "calib_tokens": calib.tokens}
+        ctx.stats["gptq"] = {**record, "rtn": rtn, "calib_tokens": calib.tokens}
 
-    def _solve(self, ctx: QuantContext, names: list[str], st: InputStats, cfg: GPTQConfig,
-               record: dict[str, Any]) -> None:
-        linears: list[nn.Linear] = [ctx.targets[n] for n in names]
-        w = torch.cat([lin.weight.detach().float() for lin in linears], dim=0)
-        label = names[0] if len(names) == 1 else "+".join(names)
-        res = gptq_solve(w, st.hessian(), ctx.scheme, cfg, label)
-        record["loss"] += res.loss
-        if res.damp != cfg.damp:
-            record["damp_raised"].append({"layers": names, "damp": res.damp})
-        pieces = split_rows(res.q, [lin.out_features for lin in linears]) if len(names) > 1 else [res.q]
-        for n, q in zip(names, pieces, strict=True):
-            ctx.install(n, q)
+
+def _no_importance(_name: str) -> torch.Tensor | None:
+    return None
+
+
+def _same_importance(a: torch.Tensor | None, b: torch.Tensor | None) -> bool:
+    return a is b or (a is not None and b is not None and torch.equal(a, b))
+
+
+def solve_sets(names: list[str], scheme_of: Callable[[str], Scheme],
+               importance_of: Callable[[str], torch.Tensor | None] = _no_importance) -> list[list[str]]:
+    """Linears sharing one input, split into the sets solved stacked.
+
+    Stacking needs one grid and one importance vector for all rows; per-tensor
+    grids (one scale across the matrix) are solved alone.
+    """
+    sets: list[list[str]] = []
+    for n in names:
+        scheme, imp = scheme_of(n), importance_of(n)
+        home = next((s for s in sets if scheme.granularity != "tensor" and scheme_of(s[0]) == scheme
+                     and _same_importance(importance_of(s[0]), imp)), None)
+        if home is None:
+            sets.append([n])
+        else:
+            home.append(n)
+    return sets
+
+
+def solve_in_blocks(ctx: QuantContext, pipe: CalibrationPipeline, cfg: GPTQConfig,
+                    scheme_of: Callable[[str], Scheme], sequential: bool = True,
+                    importance_of: Callable[[str], torch.Tensor | None] = _no_importance,
+                    install: Callable[[str, QuantizedTensor], None] | None = None) -> dict[str, Any]:
+    """GPTQ on every target inside ``pipe``'s blocks, stage by stage; returns the run's record.
+
+    Args:
+        ctx: the method's context (the model is quantized in place).
+        pipe: the calibration pipeline over the targets to solve.
+        cfg: solver options.
+        scheme_of: each target's grid (a llama.cpp mixture gives one block's
+            linears different types).
+        sequential: true-sequential stages (False: every Hessian from the float block).
+        importance_of: each target's importance vector for static-group fits (None: unweighted).
+        install: puts one result in place (default ``ctx.install``).
+    Returns:
+        ``loss`` (GPTQ's proxy loss, summed), ``damp_raised`` and ``solve_seconds``.
+    """
+    place = install or ctx.install
+    widest = max((lin.in_features for lin in pipe.targets.values()), default=0)
+    if pipe.calib.tokens < widest:
+        warn(f"gptq: {pipe.calib.tokens} calibration tokens are fewer than the widest layer input ({widest}); "
+             f"Hessians are rank-deficient and only dampening (+damp={cfg.damp:g}) keeps them invertible")
+    record: dict[str, Any] = {"loss": 0.0, "damp_raised": []}
+    solve_s = 0.0
+
+    def on_block(bctx: BlockContext) -> None:
+        nonlocal solve_s
+        for stage in block_stages(bctx, ctx.loaded.arch.stages, sequential):
+            stats = bctx.collect(stage, hessian=True)
+            t0 = time.perf_counter()
+            for group in shared_input_groups(stage, stats):
+                for names in solve_sets(group, scheme_of, importance_of):
+                    _solve(ctx, names, stats[names[0]], scheme_of(names[0]), cfg, importance_of(names[0]),
+                           record, place)
+            solve_s += time.perf_counter() - t0
+
+    pipe.run(on_block, "gptq")
+    return {**record, "solve_seconds": solve_s}
+
+
+def _solve(ctx: QuantContext, names: list[str], st: InputStats, scheme: Scheme, cfg: GPTQConfig,
+           importance: torch.Tensor | None, record: dict[str, Any],
+           install: Callable[[str, QuantizedTensor], None]) -> None:
+    linears: list[nn.Linear] = [ctx.targets[n] for n in names]
+    w = torch.cat([lin.weight.detach().float() for lin in linears], dim=0)
+    label = names[0] if len(names) == 1 else "+".join(names)
+    res = gptq_solve(w, st.hessian(), scheme, cfg, label, importance)
+    record["loss"] += res.loss
+    if res.damp != cfg.damp:
+        record["damp_raised"].append({"layers": names, "damp": res.damp})
+    pieces = split_rows(res.q, [lin.out_features for lin in linears]) if len(names) > 1 else [res.q]
+    for n, q in zip(names, pieces, strict=True):
+        install(n, q)
