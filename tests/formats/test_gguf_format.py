@@ -224,6 +224,26 @@ def test_gptq_on_a_legacy_gguf_grid_writes_a_file_llama_cpp_runs(workdir: Path) 
     assert (theirs.argmax(-1) == ours.argmax(-1)).mean() > 0.9
 
 
+def test_gptq_on_a_k_quant_mixture_writes_a_file_llama_cpp_runs(workdir: Path) -> None:
+    from lowbit.data import prepare_data
+    from lowbit.runtime.llama_cpp import token_logprobs
+
+    pytest.importorskip("llama_cpp")
+    loaded = load_model("tiny-llama")
+    calib = prepare_data(loaded.tokenizer, calib_samples=4, eval_tokens=256, window_tokens=64).calib
+    quantize_model(loaded, resolve_variant("gguf:Q4_K_M+imatrix+gptq"), calib)
+    path = save_gguf(loaded, workdir / "gptq-q4km.gguf")
+    r = gguf.GGUFReader(str(path))
+    assert r.fields["general.file_type"].contents() == 15  # still a Q4_K_M file: same types, other codes
+    types = {t.name: t.tensor_type.name for t in r.tensors}
+    assert types["blk.0.ffn_down.weight"] == "Q4_K" and types["blk.1.ffn_down.weight"] == "Q6_K"
+    ids = torch.randint(0, 256, (1, 32), generator=torch.Generator().manual_seed(6))
+    with torch.inference_mode():
+        ours = torch.log_softmax(loaded.model(ids).logits.double(), -1)[:, :-1].numpy()
+    theirs = token_logprobs(path, ids.numpy(), n_threads=1)
+    assert (theirs.argmax(-1) == ours.argmax(-1)).mean() > 0.9
+
+
 def test_compare_row_gets_llama_cpp_speed(monkeypatch: pytest.MonkeyPatch) -> None:
     from lowbit.data.windows import TokenSet
     from lowbit.runtime.llama_cpp import speed_fields

@@ -17,6 +17,9 @@ Decisions where llama.cpp and lowbit's runtime differ:
 * ``fallback_tensors`` counts what llama.cpp's "N of M tensor(s) required
   fallback quantization" counts; ``--no-fallback`` (``+no_fallback``) refuses
   instead.
+* ``+gptq`` keeps every tensor's type and lets GPTQ choose the codes of the
+  decoder-block linears on that type's grid (:mod:`.with_gptq`); llama.cpp
+  has no such mode, but its loader reads the result like any other file.
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ from torch import nn
 from lowbit.errors import LowbitError
 from lowbit.methods.base import Method, QuantContext
 from lowbit.models.gguf_arch import gguf_arch, hparams, module_name_of, tensor_name, tied_embeddings
-from lowbit.schemes.base import Scheme
+from lowbit.schemes.base import QuantizedTensor, Scheme
 from lowbit.schemes.gguf.mixture import GGUFMixture, get_file_type
 from lowbit.schemes.gguf.scheme import GGUFScheme
 from lowbit.utils.progress import track, warn
@@ -39,6 +42,7 @@ from lowbit.variant import OptionSpec
 
 from .imatrix import Imatrix, check_against_model, collect_imatrix
 from .rules import ModelFacts, TypePlan, plan_types, sort_key
+from .with_gptq import gptq_targets, solve_mixture
 
 #: ``+imatrix`` without a file: collect one from the calibration text.
 FROM_CALIB = "calib"
@@ -86,11 +90,18 @@ class GGUF(Method):
                               "text, +imatrix=FILE reads a llama.cpp imatrix (.gguf or legacy .dat)", bare=FROM_CALIB),
         "no_fallback": OptionSpec("no_fallback", bool, False, "refuse a tensor whose rows are not whole blocks of "
                                   "its type instead of falling back as llama.cpp does"),
+        "gptq": OptionSpec("gptq", bool, False, "choose the codes of every block linear by GPTQ on its type's grid "
+                           "(k-quant grids fitted up front and held fixed), from the calibration text"),
     }
 
     def uses_calibration(self, options: dict[str, Any]) -> bool:
-        """Only ``+imatrix`` (collected from text) reads calibration windows."""
-        return options.get("imatrix") == FROM_CALIB
+        """Only ``+imatrix`` (collected from text) and ``+gptq`` read calibration windows."""
+        return options.get("imatrix") == FROM_CALIB or bool(options.get("gptq"))
+
+    def check_options(self, scheme: Scheme, options: dict[str, Any]) -> None:
+        if options.get("gptq") and isinstance(scheme, GGUFMixture) and not scheme.default_scheme.has_column_grid:
+            raise LowbitError(f"gguf:{scheme.ftype}+gptq: {scheme.file_type.default} has no grid GPTQ can choose "
+                              "codes on (only Q4_0 … Q8_0 and Q2_K … Q6_K do); drop +gptq or pick such a file type")
 
     def resolve_scheme(self, text: str) -> Scheme:
         """The scheme part names a llama.cpp file type (``Q4_K_M``, ``Q6_K``, ``F16`` …)."""
@@ -124,17 +135,30 @@ class GGUF(Method):
         facts = ModelFacts(gguf_arch(model.config.model_type).name, hp.n_layer, hp.n_head, hp.n_head_kv)
         plan = plan_types(mix.file_type, shapes, facts, imatrix is not None, keep_float)
         self._check_fallbacks(ctx, plan, shapes)
-        for module in track(sorted(wanted, key=lambda m: sort_key(names[m])), f"gguf {mix.ftype}: tensors"):
+        types = {m: plan.types[names[m]] for m in wanted}
+
+        def importance(module: str) -> torch.Tensor | None:
             g = names[module]
-            w = wanted[module].weight.detach().to(ctx.device)
-            imp = None
-            if imatrix is not None and g in imatrix and g.startswith("blk."):  # llama-imatrix only sees blk.* matmuls
-                imp = torch.from_numpy(imatrix.mean(g))
-            q = GGUFScheme(plan.types[g]).quantize(w, imp)
-            q.meta["gguf_name"] = g
+            if imatrix is None or g not in imatrix or not g.startswith("blk."):  # llama-imatrix only sees blk.*
+                return None
+            return torch.from_numpy(imatrix.mean(g))
+
+        def place(module: str, q: QuantizedTensor) -> None:
+            q.meta["gguf_name"] = names[module]
             if tied and module == head and emb is not None:
                 q.meta["tied_embedding"] = emb
             ctx.install(module, q)
+
+        solved = gptq_targets(ctx, wanted, types) if ctx.options["gptq"] else {}
+        # the rest first: GPTQ's calibration then sees the quantized embedding, as the file will
+        rest = sorted((m for m in wanted if m not in solved), key=lambda m: sort_key(names[m]))
+        for module in track(rest, f"gguf {mix.ftype}: tensors"):
+            w = wanted[module].weight.detach().to(ctx.device)
+            place(module, GGUFScheme(types[module]).quantize(w, importance(module)))
+        if solved:
+            seconds, record = solve_mixture(ctx, solved, types, importance, place)
+            ctx.stats["calib_seconds"] = ctx.stats.get("calib_seconds", 0.0) + seconds
+            ctx.stats["gptq"] = {**record, "plain": [names[m] for m in rest]}
         ctx.loaded.extra["gguf"] = {"file_type": mix.ftype, "imatrix": ctx.stats.get("imatrix")}
 
     def _check_fallbacks(self, ctx: QuantContext, plan: TypePlan, shapes: dict[str, tuple[int, int]]) -> None:
