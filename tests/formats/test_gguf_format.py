@@ -204,44 +204,38 @@ def test_cli_writes_a_gguf(tmp_path: Path) -> None:
                  "--out", str(out)]) == 2  # exists: refused without --overwrite
 
 
-def test_gptq_on_a_legacy_gguf_grid_writes_a_file_llama_cpp_runs(workdir: Path) -> None:
+def _gptq_file(variant: str, path: Path) -> tuple[gguf.GGUFReader, float]:
+    """Quantize tiny-llama with a calibrated GGUF variant, write it, and run it in llama.cpp:
+    the file's reader, and how often llama.cpp's next-token argmax agrees with lowbit's."""
     from lowbit.data import prepare_data
     from lowbit.runtime.llama_cpp import token_logprobs
 
     pytest.importorskip("llama_cpp")
     loaded = load_model("tiny-llama")
     calib = prepare_data(loaded.tokenizer, calib_samples=4, eval_tokens=256, window_tokens=64).calib
-    quantize_model(loaded, resolve_variant("gptq:gguf:Q4_0"), calib)
-    path = save_gguf(loaded, workdir / "gptq-q40.gguf")
-    r = gguf.GGUFReader(str(path))
+    quantize_model(loaded, resolve_variant(variant), calib)
+    save_gguf(loaded, path)
+    ids = torch.randint(0, 256, (1, 32), generator=torch.Generator().manual_seed(6))
+    with torch.inference_mode():
+        ours = torch.log_softmax(loaded.model(ids).logits.double(), -1)[:, :-1].numpy()
+    theirs = token_logprobs(path, ids.numpy(), n_threads=1)
+    return gguf.GGUFReader(str(path)), float((theirs.argmax(-1) == ours.argmax(-1)).mean())
+
+
+def test_gptq_on_a_legacy_gguf_grid_writes_a_file_llama_cpp_runs(workdir: Path) -> None:
+    r, agree = _gptq_file("gptq:gguf:Q4_0", workdir / "gptq-q40.gguf")
     assert "general.file_type" not in r.fields  # not a llama-quantize mixture: llama.cpp guesses it
     types = {t.name: t.tensor_type.name for t in r.tensors}
     assert types["blk.0.attn_q.weight"] == "Q4_0" and types["token_embd.weight"] == "F32"
-    ids = torch.randint(0, 256, (1, 32), generator=torch.Generator().manual_seed(6))
-    with torch.inference_mode():
-        ours = torch.log_softmax(loaded.model(ids).logits.double(), -1)[:, :-1].numpy()
-    theirs = token_logprobs(path, ids.numpy(), n_threads=1)
-    assert (theirs.argmax(-1) == ours.argmax(-1)).mean() > 0.9
+    assert agree > 0.9
 
 
 def test_gptq_on_a_k_quant_mixture_writes_a_file_llama_cpp_runs(workdir: Path) -> None:
-    from lowbit.data import prepare_data
-    from lowbit.runtime.llama_cpp import token_logprobs
-
-    pytest.importorskip("llama_cpp")
-    loaded = load_model("tiny-llama")
-    calib = prepare_data(loaded.tokenizer, calib_samples=4, eval_tokens=256, window_tokens=64).calib
-    quantize_model(loaded, resolve_variant("gguf:Q4_K_M+imatrix+gptq"), calib)
-    path = save_gguf(loaded, workdir / "gptq-q4km.gguf")
-    r = gguf.GGUFReader(str(path))
+    r, agree = _gptq_file("gguf:Q4_K_M+imatrix+gptq", workdir / "gptq-q4km.gguf")
     assert r.fields["general.file_type"].contents() == 15  # still a Q4_K_M file: same types, other codes
     types = {t.name: t.tensor_type.name for t in r.tensors}
     assert types["blk.0.ffn_down.weight"] == "Q4_K" and types["blk.1.ffn_down.weight"] == "Q6_K"
-    ids = torch.randint(0, 256, (1, 32), generator=torch.Generator().manual_seed(6))
-    with torch.inference_mode():
-        ours = torch.log_softmax(loaded.model(ids).logits.double(), -1)[:, :-1].numpy()
-    theirs = token_logprobs(path, ids.numpy(), n_threads=1)
-    assert (theirs.argmax(-1) == ours.argmax(-1)).mean() > 0.9
+    assert agree > 0.9
 
 
 def test_compare_row_gets_llama_cpp_speed(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -64,7 +64,7 @@ def test_k_quant_grids_are_llama_cpps_imatrix_fit(runs) -> None:  # type: ignore
 def test_refusals_and_calibration_use() -> None:
     with pytest.raises(LowbitError, match=r"gguf:IQ4_XS\+gptq: IQ4_XS has no grid GPTQ"):
         resolve_variant("gguf:IQ4_XS+gptq")
-    v = resolve_variant("gguf:Q4_K_M+gptq")
-    assert v.method.uses_calibration(v.options) and not v.method.uses_calibration(resolve_variant("gguf:Q4_K_M").options)
+    v, plain = resolve_variant("gguf:Q4_K_M+gptq"), resolve_variant("gguf:Q4_K_M")
+    assert v.method.uses_calibration(v.options) and not plain.method.uses_calibration(plain.options)
     with pytest.raises(LowbitError, match="gguf \\+gptq needs calibration text"):
         quantize_model(load_model("tiny-llama"), v, None)

@@ -175,7 +175,7 @@ def quantize_with(qtype: str, w: torch.Tensor, params: dict[str, torch.Tensor]) 
 
 def assemble(qtype: str, shape: tuple[int, ...], codes: torch.Tensor,
              group_params: list[dict[str, torch.Tensor]]) -> torch.Tensor:
-    """ggml block bytes ``[O, row_bytes]``: the fitted blocks with their code fields replaced by ``codes`` ``[O, I]``."""
+    """ggml block bytes ``[O, row_bytes]``: the fitted blocks, code fields replaced by ``codes`` ``[O, I]``."""
     kg = GRIDS[qtype]
     o, n = shape
     g, ts = n // QK_K, TYPES[qtype].type_size
