@@ -47,7 +47,8 @@ def main() -> None:
     start = time.perf_counter()
     with flush_denormal():
         report = run_compare(CompareOptions(variants=args.variants.split(","), eval_tokens=args.eval_tokens,
-                                            calib_samples=args.calib_samples, device="cpu"))
+                                            calib_samples=args.calib_samples, device="cpu",
+                                            speed=False))  # speed is bench_w8a8's and compare_default's job
     print_table(report)
     write_result("calib_bundled", {"wall_seconds": time.perf_counter() - start,
                                    "kld_reduction_vs_rtn": reductions(report["results"]), "report": report})
