@@ -49,7 +49,11 @@ from lowbit.utils.progress import info
 from lowbit.utils.tensors import flush_denormal
 from lowbit.variant import VariantString
 
-#: What `lowbit compare` runs when no --variants are given (later issues extend these).
+#: What `lowbit compare` runs when no --variants are given: the calibration-free int grids,
+#: W8A8 and bitsandbytes. GPTQ, AWQ, SmoothQuant and QAT calibrate or train (minutes each on
+#: 2 cores) and GGUF mixtures add a llama.cpp run; they are asked for by name, so that the full
+#: default run stays under 10 minutes on 2 cores (bench/compare_default.py: 638 s with
+#: gguf:Q4_K_M in the list, so it is not).
 DEFAULT_VARIANTS = ["rtn:w8ch", "rtn:w8t", "rtn:w4g64", "rtn:w4g128asym", "rtn:w3g64", "rtn:w2g32", "rtn:w8a8",
                     "bnb:int8", "bnb:nf4", "bnb:nf4-dq"]
 QUICK_VARIANTS = ["rtn:w8ch", "rtn:w4g64", "rtn:w3g64"]

@@ -37,7 +37,9 @@ from lowbit.utils.tensors import flush_denormal
 SLOWER_MARGIN = 0.95
 DEFAULT_PREFILL_TOKENS = 512
 DEFAULT_DECODE_STEPS = 16
-DEFAULT_REPEATS = 3
+#: Best of 2 after a warm-up: a third repeat moved no figure beyond this VM's ±15% noise and cost
+#: the default compare run ~40 s of its 10 minutes.
+DEFAULT_REPEATS = 2
 
 FLOAT_RUNTIME = "torch eager fp32 (MKL / oneDNN sgemm)"
 
