@@ -29,7 +29,8 @@ def fake_measure(table: dict[tuple[str, str], float]):  # type: ignore[no-untype
         key = (v.text, ts.source)
         calls.append(key)
         k = table[key]
-        row = {"variant": v.text, "bits_per_weight": BPW[v.text], "kld_mean": k, "kld_ci": [k - 0.005, k + 0.005],
+        row = {"variant": v.text, "bits_per_weight": BPW[v.text], "size_bytes": SIZE.get(v.text),
+               "kld_mean": k, "kld_ci": [k - 0.005, k + 0.005],
                "windows_evaluated": 4, "windows_total": 4, "stopped_early": False, "cached": False}
         kld = torch.full((4, 7), k)
         return row, TokenMetrics(kld, kld, kld > 0, 1.0)
@@ -38,7 +39,9 @@ def fake_measure(table: dict[tuple[str, str], float]):  # type: ignore[no-untype
 
 
 BPW = {"rtn:w8ch": 8.06, "gptq:w4g64": 4.25, "awq:w4g64": 4.25, "rtn:w4g64": 4.25, "gptq:w3g64": 3.25,
-       "rtn:w3g64": 3.25}
+       "rtn:w3g64": 3.25, "gguf:Q6_K": 8.12, "rtn:w6g64": 6.25}
+#: Stored sizes where a test needs them (others: unknown, ranked by bits per weight alone).
+SIZE = {"gguf:Q6_K": 136_600_000, "rtn:w6g64": 196_300_000}
 
 
 def run(table: dict[tuple[str, str], float], cands: list[Cand], monkeypatch: pytest.MonkeyPatch
@@ -75,6 +78,15 @@ def test_a_family_stops_at_its_first_failure_but_others_go_on(monkeypatch: pytes
     assert chosen is not None and chosen[0].text == "gptq:w3g64"
     assert ("rtn:w3g64", "search") not in calls
     assert any(p["variant"] == "rtn:w3g64" and "fewer bits" in p["reason"] for p in s.path)
+
+
+def test_the_smallest_model_as_stored_wins_over_fewer_bits_per_weight(monkeypatch: pytest.MonkeyPatch) -> None:
+    # SmolLM2: gguf:Q6_K quantizes the token embedding too, so at 8.12 bpw it ships 137 MB
+    # against rtn:w6g64's 196 MB at 6.25 bpw (embedding kept float). The file is what ships.
+    table = {("gguf:Q6_K", "search"): 0.005, ("gguf:Q6_K", "held"): 0.005,
+             ("rtn:w6g64", "search"): 0.025, ("rtn:w6g64", "held"): 0.025}
+    s, chosen, _ = run(table, [cand("gguf:Q6_K", 8.12), cand("rtn:w6g64", 6.25)], monkeypatch)
+    assert chosen is not None and chosen[0].text == "gguf:Q6_K"
 
 
 def test_no_pass_is_invented_when_every_winner_fails_held_out(monkeypatch: pytest.MonkeyPatch) -> None:

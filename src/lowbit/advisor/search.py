@@ -13,6 +13,8 @@ chosen on; a winner that fails there is replaced by the next-smallest pass.
 
 from __future__ import annotations
 
+import math
+
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -127,7 +129,7 @@ def ladder_walk(s: Search, cands: list[Cand]) -> None:
 
 
 def smallest_pass(s: Search) -> tuple[Cand, dict[str, Any]] | None:
-    """The passing candidate with the fewest bits per weight, then the fastest on the target."""
+    """The passing candidate whose model is smallest as stored, then the fastest on the target."""
     if not s.passed:
         return None
     return min(s.passed, key=_rank)
@@ -135,9 +137,11 @@ def smallest_pass(s: Search) -> tuple[Cand, dict[str, Any]] | None:
 
 def mixed_bisection(s: Search, target: Any, model: Any) -> None:
     """Try mixed precision between the smallest passing size and the largest failing size below it."""
-    best = smallest_pass(s)
-    if best is None:
+    if not s.passed:
         return
+    # Bits per weight here, not file size: mixed precision re-spends the bits of the quantized
+    # linears, so it bisects between the grids' own pass and failure.
+    best = min(s.passed, key=_bpw_rank)
     p = best[1]["bits_per_weight"]
     below = [r["bits_per_weight"] for _, r in s.failed if r.get("bits_per_weight") and r["bits_per_weight"] < p]
     if not below:
@@ -156,9 +160,22 @@ def mixed_bisection(s: Search, target: Any, model: Any) -> None:
             f = mid
 
 
-def _rank(p: tuple[Cand, dict[str, Any]]) -> tuple[float, int, float, float]:
-    """Smallest first, then fastest on the target (support status, then measured decode speed where a
-    real runtime was timed), then the most margin (lowest KLD upper bound)."""
+def _size(row: dict[str, Any]) -> float:
+    """Megabytes of the model as stored (what ships); unknown sizes sort last."""
+    size = row.get("size_bytes")
+    return round(float(size) / 1e6, 1) if size else math.inf
+
+
+def _rank(p: tuple[Cand, dict[str, Any]]) -> tuple[float, float, int, float, float]:
+    """Smallest model as stored first (bits per weight count only the quantized tensors: a GGUF
+    mixture that also quantizes the embeddings ships smaller at more bits per weight), then fewest
+    bits per weight, then fastest on the target (support status, then measured decode speed where
+    a real runtime was timed), then the most margin (lowest KLD upper bound)."""
+    return (_size(p[1]),) + _bpw_rank(p)
+
+
+def _bpw_rank(p: tuple[Cand, dict[str, Any]]) -> tuple[float, int, float, float]:
+    """Fewest bits per weight first, then the rest of :func:`_rank`'s order."""
     return (round(p[1]["bits_per_weight"], 3), -p[0].speed_rank, -best_decode_speed(p[1]),
             (p[1].get("kld_ci") or [0, 0])[1])
 
@@ -261,7 +278,7 @@ def run_search(bench: Bench, bar: Bar, target: Any, model: Any, goal: str | None
         block["comparisons"] = neighbours(s, c.text)
         acc = [p for p in s.passed if p[0].speed_rank == STATUS_RANK[ACCELERATED]]
         if c.speed_rank < STATUS_RANK[ACCELERATED] and acc:
-            a, arow = min(acc, key=lambda p: p[1]["bits_per_weight"])
+            a, arow = min(acc, key=_rank)
             block["accelerated_alternative"] = {
                 "variant": a.text, "bits_per_weight": arow["bits_per_weight"],
                 "sentence": f"{c.text} runs only emulated on {target.name}; the smallest pass with an accelerated "
