@@ -30,7 +30,7 @@ from lowbit.models.bundled import source_grid_note
 from lowbit.report.schema import ROW_KEYS, build_report, empty_row
 from lowbit.runtime.llama_cpp import speed_fields as llama_speed_fields
 from lowbit.runtime.bnb_kernels import bnb_speed_fields
-from lowbit.runtime.quant_linear import REFERENCE_RUNTIME, run_stats, storage_bytes
+from lowbit.runtime.quant_linear import run_stats, storage_bytes
 from lowbit.runtime.quant_linear import runtime_name as module_runtime_name
 from lowbit.runtime.speed import (
     DEFAULT_DECODE_STEPS,

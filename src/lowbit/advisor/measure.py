@@ -20,7 +20,7 @@ import torch
 
 from lowbit.advisor.bar import Bar
 from lowbit.advisor.cache import Entry, concat, entry_key, load_entry, save_entry, variant_key
-from lowbit.compare import REFERENCE_RUNTIME, variant_fields
+from lowbit.compare import runtime_name, variant_fields
 from lowbit.data import DataSets
 from lowbit.data.windows import TokenSet
 from lowbit.eval.detect import detectable_from_zero
@@ -104,7 +104,7 @@ def _quantize(bench: Bench, v: Variant) -> tuple[LoadedModel, dict[str, Any]]:
     facts: dict[str, Any] = {
         "bits_per_weight": result.bits_per_weight, "size_bytes": storage_bytes(loaded.model),
         "calib_seconds": result.calib_seconds, "quant_seconds": result.quant_seconds, "peak_rss_mb": peak.peak_mb,
-        "runtime": REFERENCE_RUNTIME, "note": source_grid_note(bench.float_model.spec, v.scheme),
+        "runtime": runtime_name(loaded.model), "note": source_grid_note(bench.float_model.spec, v.scheme),
     }
     if v.method.name not in RESCALING_METHODS:
         facts["layer_error"] = layer_errors(bench.float_model.model, loaded.model)
