@@ -7,6 +7,8 @@ import json
 import shlex
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -39,3 +41,15 @@ def write_result(name: str, payload: dict[str, Any]) -> Path:
     path.write_text(dumps(doc))
     print(json.dumps({k: v for k, v in doc.items() if k != "report"}, indent=2)[:4000])
     return path
+
+
+def best_of(fn: Callable[[], object], repeats: int, warmup: bool = True) -> float:
+    """Seconds of the fastest of ``repeats`` calls of ``fn`` (after one untimed warm-up call)."""
+    if warmup:
+        fn()
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t0)
+    return best

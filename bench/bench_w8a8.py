@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from _common import best_of
 
 from lowbit.data import prepare_data
 from lowbit.methods import quantize_model, resolve_variant
@@ -36,17 +37,6 @@ from lowbit.utils.machine import machine_info
 from lowbit.utils.tensors import flush_denormal
 
 SIZES = (1, 16, 128, 512)
-
-
-def best_of(fn, repeats: int) -> float:  # type: ignore[no-untyped-def]
-    """Seconds of the fastest of ``repeats`` calls after one warm-up."""
-    fn()
-    best = float("inf")
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t0)
-    return best
 
 
 @torch.inference_mode()

@@ -15,19 +15,9 @@ Writes bench/results/gguf_encode_speed.json.
 from __future__ import annotations
 
 import argparse
-import time
 
 import numpy as np
-from _common import write_result
-
-
-def _best(fn, repeats: int) -> float:  # type: ignore[no-untyped-def]
-    best = float("inf")
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t0)
-    return best
+from _common import best_of, write_result
 
 
 def main() -> None:
@@ -52,8 +42,8 @@ def main() -> None:
     for qtype in args.types.split(","):
         for imatrix in ([None, im] if args.imatrix else [None]):
             ours_b, ref_b = quantize(x, qtype, imatrix), ggml.quantize(x, qtype, imatrix)
-            t_ours = _best(lambda: quantize(x, qtype, imatrix), args.repeats)  # noqa: B023
-            t_ref = _best(lambda: ggml.quantize(x, qtype, imatrix), args.repeats)  # noqa: B023
+            t_ours = best_of(lambda: quantize(x, qtype, imatrix), args.repeats, warmup=False)  # noqa: B023
+            t_ref = best_of(lambda: ggml.quantize(x, qtype, imatrix), args.repeats, warmup=False)  # noqa: B023
             row = {"type": qtype, "imatrix": imatrix is not None, "identical_bytes": bool(np.array_equal(ours_b, ref_b)),
                    "lowbit_s": t_ours, "llama_cpp_s": t_ref, "ratio": t_ours / t_ref,
                    "lowbit_mweights_per_s": x.size / t_ours / 1e6}
