@@ -27,9 +27,7 @@ def run_quantize(model: str, variant: str, out: Path, fmt: str = "lowbit", calib
     v = resolve_variant(variant)
     writer = WRITERS.get(fmt)
     out = Path(out)
-    model_path = Path(model).expanduser()
-    inputs = [model_path] if model_path.exists() else []
-    check_output_path(out, inputs, overwrite)
+    inputs = check_model_output(model, out, overwrite)
     dev = select_device(device)
     info(f"loading {model}")
     loaded = load_model(model, seed=seed)
@@ -56,3 +54,12 @@ def run_quantize(model: str, variant: str, out: Path, fmt: str = "lowbit", calib
         # method-specific facts a user should see (GGUF: tensors that fell back to another type)
         **{k: result.stats[k] for k in ("fallback_tensors", "note") if k in result.stats},
     }
+
+
+def check_model_output(model: str, out: Path, overwrite: bool) -> list[Path]:
+    """Refuse ``out`` before any work if it exists (without ``overwrite``) or is the model itself;
+    returns the input paths a writer must never overwrite."""
+    model_path = Path(model).expanduser()
+    inputs = [model_path] if model_path.exists() else []
+    check_output_path(out, inputs, overwrite)
+    return inputs

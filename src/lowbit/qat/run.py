@@ -30,8 +30,8 @@ from lowbit.methods.qat import QAT, QATRun, validate_options
 from lowbit.models import load_model
 from lowbit.qat.checkpoint import read_info
 from lowbit.qat.memory import available_bytes, estimate_memory, format_estimate
+from lowbit.quantize import check_model_output
 from lowbit.runtime.quant_linear import storage_bytes
-from lowbit.utils.atomic import check_output_path
 from lowbit.utils.hashing import sha256_json
 from lowbit.utils.progress import info, warn
 
@@ -80,9 +80,7 @@ def run_qat(model: str, variant: str, out: Path, train: str | None = None, eval_
     v = _check_variant(variant)
     writer = WRITERS.get(fmt)
     out = Path(out)
-    model_path = Path(model).expanduser()
-    inputs = [model_path] if model_path.exists() else []
-    check_output_path(out, inputs, overwrite)
+    inputs = check_model_output(model, out, overwrite)
     ckpt = Path(checkpoint_dir) if checkpoint_dir else checkpoint_dir_for(out)
     if resume:
         read_info(ckpt)  # fail before loading anything if there is nothing to resume
