@@ -49,10 +49,12 @@ def main() -> None:
             bare.append(bare_forward(loaded.model, data.eval.windows))
             ours.append(token_metrics(loaded.model, data.eval, ref).tokens_per_s)
     ratio = statistics.median(ours) / statistics.median(bare)
+    # Best-of is the least disturbed by a shared machine; the median is the headline.
+    ratio_best = max(ours) / max(bare)
     write_result("eval_throughput", {
         "model": args.model, "tokens": data.eval.tokens, "threads": torch.get_num_threads(),
         "bare_forward_tokens_per_s": bare, "lowbit_eval_tokens_per_s": ours,
-        "ratio_median": ratio, "target": 0.95, "meets_target": ratio >= 0.95,
+        "ratio_median": ratio, "ratio_best": ratio_best, "target": 0.95, "meets_target": ratio >= 0.95,
     })
 
 

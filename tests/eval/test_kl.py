@@ -5,6 +5,7 @@ from types import SimpleNamespace
 import torch
 
 from lowbit.data.windows import TokenSet
+from lowbit.eval.kl import softmax_summary
 from lowbit.eval.metrics import token_metrics
 from lowbit.eval.reference import compute_reference
 
@@ -49,3 +50,21 @@ def test_identical_logits_give_exactly_zero() -> None:
     ref = compute_reference(FixedLogits(logits), data, k=8, m=16)
     m = token_metrics(FixedLogits(logits), data, ref)
     assert m.kld is not None and torch.equal(m.kld, torch.zeros_like(m.kld))
+
+
+def test_softmax_summary_matches_whole_vocabulary_reductions() -> None:
+    # 21 positions: not a multiple of the CPU chunk, so the last chunk is partial.
+    g = torch.Generator().manual_seed(1)
+    logits = 4 * torch.randn(3, 7, 500, generator=g)
+    logits[0, 0, 7] = 200.0  # every other token > 87 nats below: the chunked tail underflows to 0
+    top = torch.topk(logits, 5, dim=-1).indices
+    before = logits.clone()
+    s = softmax_summary(logits, top)
+    assert torch.equal(logits, before)
+    torch.testing.assert_close(s.lse, torch.logsumexp(logits, -1), rtol=0, atol=1e-5)
+    assert torch.equal(s.argmax, logits.argmax(-1))
+    exact = torch.logsumexp(logits.double().scatter(-1, top, float("-inf")), -1) - torch.logsumexp(logits.double(), -1)
+    assert s.tail_logp is not None and bool(torch.isfinite(s.tail_logp).all())
+    assert float(s.tail_logp[0, 0]) < -150  # finite only through the exact fallback
+    torch.testing.assert_close(s.tail_logp.double(), exact, rtol=0, atol=1e-4)
+    assert softmax_summary(logits).tail_logp is None

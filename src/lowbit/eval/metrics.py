@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from lowbit.data.windows import TokenSet
-from lowbit.eval.kl import kl_from_compact, tail_logp_
+from lowbit.eval.kl import kl_from_compact, softmax_summary
 from lowbit.eval.reference import Reference, iter_logits
 from lowbit.eval.stats import clustered_mean, percentile
 
@@ -43,16 +43,18 @@ def token_metrics(model: nn.Module, data: TokenSet, ref: Reference | None, desc:
         b = logits.shape[0]
         dev = logits.device
         targets = w[s : s + b, 1:].to(dev)
-        lse = torch.logsumexp(logits, dim=-1)
-        # Same operation order as the reference, so identical models give exactly 0.
+        window = ref.window_slice(s, s + b, dev) if ref is not None else None
+        # Same function, same shapes as the reference, so identical models compare bit-identically.
+        summary = softmax_summary(logits, window[0] if window is not None else None)
+        lse = summary.lse
         nll[s : s + b] = -(logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1) - lse).cpu()
-        if ref is not None and kld is not None and top1 is not None:
-            top_idx, top_logp, tail_logp, tail_idx, tail_sample_logp = ref.window_slice(s, s + b, dev)
-            top1[s : s + b] = (logits.argmax(-1) == top_idx[..., 0]).cpu()
+        if window is not None and kld is not None and top1 is not None and summary.tail_logp is not None:
+            top_idx, top_logp, tail_logp, tail_idx, tail_sample_logp = window
+            top1[s : s + b] = (summary.argmax == top_idx[..., 0]).cpu()
             q_top = logits.gather(-1, top_idx) - lse.unsqueeze(-1)
             q_samples = logits.gather(-1, tail_idx) - lse.unsqueeze(-1)
-            q_tail = tail_logp_(logits, top_idx, lse)  # last: overwrites logits
-            kld[s : s + b] = kl_from_compact(q_top, q_tail, q_samples, top_logp, tail_logp, tail_sample_logp).cpu()
+            kld[s : s + b] = kl_from_compact(q_top, summary.tail_logp, q_samples, top_logp, tail_logp,
+                                             tail_sample_logp).cpu()
     elapsed = time.perf_counter() - start
     return TokenMetrics(nll, kld, top1, n * t / elapsed)
 

@@ -29,7 +29,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from lowbit.data.windows import TokenSet
-from lowbit.eval.kl import tail_logp_
+from lowbit.eval.kl import softmax_summary
 from lowbit.utils.atomic import atomic_file
 from lowbit.utils.hashing import model_fingerprint, sha256_json
 from lowbit.utils.paths import cache_dir
@@ -38,7 +38,7 @@ from lowbit.utils.tensors import flush_denormal
 
 TOP_K = 128
 TAIL_SAMPLES = 32
-CACHE_VERSION = 4
+CACHE_VERSION = 5
 
 
 @dataclass
@@ -122,8 +122,9 @@ def compute_reference(model: nn.Module, data: TokenSet, k: int = TOP_K, m: int =
         targets = w[s : s + b, 1:].to(logits.device)
         # Same operations, in the same order, as the model side in
         # eval/metrics.py, so identical models compare bit-identically.
-        lse = torch.logsumexp(logits, dim=-1)
         idx = torch.topk(logits, k, dim=-1).indices
+        summary = softmax_summary(logits, idx)
+        lse = summary.lse
         rows = {
             "nll": -(logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1) - lse),
             "top_idx": idx,
@@ -139,7 +140,7 @@ def compute_reference(model: nn.Module, data: TokenSet, k: int = TOP_K, m: int =
         del probs
         rows["tail_idx"] = drawn
         rows["tail_sample_logp"] = logits.gather(-1, drawn) - lse.unsqueeze(-1)
-        rows["tail_logp"] = tail_logp_(logits, idx, lse)
+        rows["tail_logp"] = summary.tail_logp
         for key, value in rows.items():
             out[key][s : s + b] = value.cpu()
     elapsed = time.perf_counter() - start
