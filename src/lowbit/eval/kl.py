@@ -39,10 +39,11 @@ def softmax_summary(logits: torch.Tensor, top_idx: torch.Tensor | None = None) -
     argmax = torch.empty(n, dtype=torch.int64, device=flat.device)
     tail = torch.empty(n, dtype=flat.dtype, device=flat.device) if top is not None else None
     step = _CPU_CHUNK if flat.device.type == "cpu" else max(n, 1)
+    scratch = torch.empty(min(step, n), flat.shape[-1], dtype=flat.dtype, device=flat.device)
     for s in range(0, n, step):
         x = flat[s : s + step]
         peak, argmax[s : s + step] = x.max(-1)
-        e = (x - peak.unsqueeze(-1)).exp_()
+        e = torch.sub(x, peak.unsqueeze(-1), out=scratch[: x.shape[0]]).exp_()
         log_z = e.sum(-1).log_()
         lse[s : s + step] = peak + log_z
         if top is not None and tail is not None:
