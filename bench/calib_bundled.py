@@ -1,6 +1,6 @@
 """GPTQ and AWQ against RTN on the bundled SmolLM2-135M (issue #3 targets).
 
-    python bench/calib_bundled.py [--eval-tokens 16384] [--calib-samples 64] [--variants ...]
+    python bench/calib_bundled.py [--eval-tokens 16384] [--calib-samples 64] [--variants ...] [--name F]
 
 Calibration: ``--calib-samples`` windows of 512 tokens from the calibration
 part of builtin:python-docs; evaluation: a disjoint part of the same text.
@@ -43,6 +43,7 @@ def main() -> None:
     p.add_argument("--eval-tokens", type=int, default=16384)
     p.add_argument("--calib-samples", type=int, default=64)
     p.add_argument("--variants", default=",".join(VARIANTS))
+    p.add_argument("--name", default="calib_bundled", help="result file name under bench/results/")
     args = p.parse_args()
     start = time.perf_counter()
     with flush_denormal():
@@ -50,7 +51,7 @@ def main() -> None:
                                             calib_samples=args.calib_samples, device="cpu",
                                             speed=False))  # speed is bench_w8a8's and compare_default's job
     print_table(report)
-    write_result("calib_bundled", {"wall_seconds": time.perf_counter() - start,
+    write_result(args.name, {"wall_seconds": time.perf_counter() - start,
                                    "kld_reduction_vs_rtn": reductions(report["results"]), "report": report})
 
 
