@@ -28,7 +28,7 @@ that offers it works.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 
 import torch
@@ -131,9 +131,6 @@ def gptq_solve(w: torch.Tensor, h: torch.Tensor, scheme: Scheme, cfg: GPTQConfig
     fit of static groups (:meth:`~lowbit.schemes.base.Scheme.fit_static`);
     groups fitted during the solve take none.
     """
-    if w.device.type == "cpu":
-        with one_thread():
-            return _solve(w, h, scheme, cfg, name, importance)
     return _solve(w, h, scheme, cfg, name, importance)
 
 
@@ -157,50 +154,80 @@ def _solve(w: torch.Tensor, h: torch.Tensor, scheme: Scheme, cfg: GPTQConfig, na
     if perm is not None:
         w, h = w[:, perm], h[perm][:, perm]
     u, damp = inverse_hessian_factor(h, cfg.damp, name)
-    codes = torch.zeros(rows, cols, dtype=torch.uint8, device=w.device)
-    losses = torch.zeros(rows, device=w.device)
-    fitted: list[dict[str, torch.Tensor]] = []
-    for b0 in range(0, cols, cfg.block):
-        b1 = min(b0 + cfg.block, cols)
-        w1 = w[:, b0:b1].clone()
-        err = torch.zeros_like(w1)
-        u1 = u[b0:b1, b0:b1]
-        for i in range(b1 - b0):
-            col = b0 + i
-            if static is not None:
-                at = int(perm[col]) if perm is not None else col  # the column's place in the natural order
-                params = scheme.column_grid(static[at // g], at % g)
-            else:
-                if col % g == 0:
-                    end = min(col + g, cols)
-                    # The group's weights as compensated so far: this block's part
-                    # (w1) is current, later blocks' part has every earlier update.
-                    span = torch.cat([w1[:, i:], w[:, b1:end]], dim=1)[:, : end - col]
-                    fitted.append(scheme.fit(span))
-                params = scheme.column_grid(fitted[-1], col % g)
-            wc = w1[:, i:i + 1]
-            c, q = scheme.quantize_with(wc, params)
-            codes[:, col] = c[:, 0]
-            d = u1[i, i]
-            e = (wc[:, 0] - q[:, 0].float()) / d
-            losses += e * e / 2
-            w1[:, i:] -= e.unsqueeze(1) * u1[i, i:].unsqueeze(0)
-            err[:, i] = e
-        w[:, b1:] -= err @ u[b0:b1, b1:]
-    if not bool(torch.isfinite(w).all()):
+    # Transposed working copy ([columns, rows]): a column is contiguous, so the
+    # per-column error spread (an outer-product update, GPTQ's hot loop) runs
+    # over contiguous rows — 4.5x faster than on a strided [rows, columns] view.
+    wt = w.t().contiguous()
+    # The column loop issues thousands of tiny ops: one thread (see one_thread);
+    # the Cholesky factorisations above keep every thread.
+    with one_thread() if w.device.type == "cpu" else nullcontext():
+        codes_t, losses, fitted = _error_feedback(wt, u, scheme, g, cfg.block, static, perm)
+    if not bool(torch.isfinite(wt).all()):
         raise LowbitError(f"gptq: NaN/Inf appeared while quantizing '{name}'; stopping at this layer")
+    codes = codes_t.t()
     g_idx = None
     if perm is not None:
         inv = torch.argsort(perm)
         codes = codes[:, inv]
         if static is None:
             g_idx = (torch.arange(cols, device=w.device) // g)[inv].to(torch.int32)
+    codes = codes.contiguous()
     q = scheme.assemble((rows, cols), codes, static if static is not None else fitted)
     if g_idx is not None:
         q.params["g_idx"] = g_idx
     q.meta.update({"method": "gptq", "act_order": cfg.act_order, "static_groups": static_groups,
                    "damp": damp})
     return SolveResult(q, float(losses.sum()), damp)
+
+
+def _error_feedback(wt: torch.Tensor, u: torch.Tensor, scheme: Scheme, g: int, block: int,
+                    static: list[dict[str, torch.Tensor]] | None,
+                    perm: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor, list[dict[str, torch.Tensor]]]:
+    """GPTQ's column loop on the transposed weights ``wt`` ``[I, O]`` (updated in place).
+
+    Returns the codes ``[I, O]``, the per-row proxy loss and the grids fitted
+    during the solve (empty with static groups).
+    """
+    cols, rows = wt.shape
+    codes_t = torch.zeros(cols, rows, dtype=torch.uint8, device=wt.device)
+    losses = torch.zeros(rows, device=wt.device)
+    fitted: list[dict[str, torch.Tensor]] = []
+    varies = scheme.column_grid_varies
+    grid: dict[str, torch.Tensor] = {}
+    grid_of = -1  # the group whose grid ``grid`` is, when it does not vary by column
+    for b0 in range(0, cols, block):
+        b1 = min(b0 + block, cols)
+        w1 = wt[b0:b1].clone()
+        err = torch.empty_like(w1)
+        u1 = u[b0:b1, b0:b1]
+        diag = torch.diag(u1).tolist()  # Python floats: no tensor indexing per column
+        for i in range(b1 - b0):
+            col = b0 + i
+            if static is not None:
+                at = int(perm[col]) if perm is not None else col  # the column's place in the natural order
+                if varies or at // g != grid_of:
+                    grid, grid_of = scheme.column_grid(static[at // g], at % g), at // g
+            else:
+                if col % g == 0:
+                    end = min(col + g, cols)
+                    # The group's weights as compensated so far: this block's part
+                    # (w1) is current, later blocks' part has every earlier update.
+                    span = torch.cat([w1[i:], wt[b1:end]], dim=0)[: end - col]
+                    fitted.append(scheme.fit(span.t().contiguous()))
+                    grid_of = -1
+                if varies or grid_of == -1:
+                    grid, grid_of = scheme.column_grid(fitted[-1], col % g), len(fitted) - 1
+            wc = w1[i]
+            c, q = scheme.quantize_with(wc.unsqueeze(1), grid)
+            codes_t[col] = c[:, 0]
+            e = err[i]
+            torch.sub(wc, q[:, 0].float(), out=e).div_(diag[i])
+            if i + 1 < b1 - b0:  # spread the error over the block's later columns
+                w1[i + 1 :].addr_(u1[i, i + 1 :], e, alpha=-1.0)
+        losses += err.square().sum(0) / 2
+        if b1 < cols:  # the lazy batch update of every later column
+            wt[b1:].addmm_(u[b0:b1, b1:].t(), err, alpha=-1.0)
+    return codes_t, losses, fitted
 
 
 def split_rows(q: QuantizedTensor, sizes: list[int]) -> list[QuantizedTensor]:

@@ -178,6 +178,11 @@ class Scheme(ABC):
         g = self.column_group_size(w.shape[1])
         return [self.fit(w[:, s:s + g]) for s in range(0, w.shape[1], g)]
 
+    @property
+    def column_grid_varies(self) -> bool:
+        """Whether :meth:`column_grid` differs between columns of one group (then it is asked per column)."""
+        return False
+
     def column_grid(self, params: dict[str, torch.Tensor], column: int) -> dict[str, torch.Tensor]:
         """The parameters :meth:`quantize_with` needs for column ``column`` (0-based, inside its group).
 

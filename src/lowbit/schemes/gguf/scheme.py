@@ -219,6 +219,10 @@ class GGUFScheme(Scheme):
             return super().fit_static(w, importance)
         return kcolumns.fit_static(self.qtype, w, self._importance(importance, int(w.shape[1])))
 
+    @property
+    def column_grid_varies(self) -> bool:
+        return self.qtype in kcolumns.GRIDS  # a k-quant's sub-block scales change every 16 or 32 columns
+
     def column_grid(self, params: dict[str, torch.Tensor], column: int) -> dict[str, torch.Tensor]:
         return kcolumns.column_grid(params, column) if self.qtype in kcolumns.GRIDS else params
 
