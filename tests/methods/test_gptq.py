@@ -182,3 +182,37 @@ def test_head_outside_the_blocks_is_rounded_to_nearest_and_reported() -> None:
     res = quantize_model(loaded, resolve_variant("gptq:w4g64+lm_head"), TokenSet("t", ids, 1))
     assert res.stats["gptq"]["rtn"] == ["lm_head"]
     assert torch.equal(res.tensors["lm_head"].codes, parse_scheme("w4g64").quantize(head).codes)
+
+
+@pytest.mark.parametrize("model", ["tiny-llama", "tiny-gpt2"])
+def test_replaying_attention_and_mlp_from_kept_inputs_changes_nothing(model: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    import dataclasses
+
+    import torch.nn.functional as F
+
+    from lowbit.data.windows import TokenSet
+
+    attention_calls = [0]
+    real_sdpa = F.scaled_dot_product_attention
+
+    def counted(*args, **kwargs):  # type: ignore[no-untyped-def]
+        attention_calls[0] += 1
+        return real_sdpa(*args, **kwargs)
+
+    monkeypatch.setattr(F, "scaled_dot_product_attention", counted)
+    ids = torch.randint(0, 250, (16, 32), generator=torch.Generator().manual_seed(0))
+    results, calls = {}, {}
+    for replay in (False, True):
+        loaded = load_model(model)
+        if not replay:
+            loaded.arch = dataclasses.replace(loaded.arch, tails=())
+        attention_calls[0] = 0
+        results[replay] = quantize_model(loaded, resolve_variant("gptq:w4g32"), TokenSet("t", ids, 1)).tensors
+        calls[replay] = attention_calls[0]
+    for name, q in results[True].items():
+        other = results[False][name]
+        assert torch.equal(q.codes, other.codes), name
+        assert all(torch.equal(v, other.params[k]) for k, v in q.params.items()), name
+    # 2 blocks × 4 batches: stages o, gate/up, down and the hand-off each ran
+    # attention (28 calls); replayed, only the o stage and one batch of the next do (10).
+    assert (calls[False], calls[True]) == (28, 10)

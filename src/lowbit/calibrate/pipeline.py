@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -112,6 +112,13 @@ class BlockContext:
     targets: dict[str, nn.Linear]
     batches: list[BlockBatch]
     pipeline: CalibrationPipeline
+    #: linear (qualified) → its input in the latest run, per batch (see :meth:`keep_inputs`).
+    _kept: dict[str, list[torch.Tensor | None]] = field(default_factory=dict)
+    #: module (qualified) → the linear whose kept input replays it (see :meth:`replay`).
+    _replays: dict[str, str] = field(default_factory=dict)
+    #: module → what it returns besides its first tensor: None for a bare tensor, else the
+    #: number of trailing ``None`` s; ``False`` when that is anything else (not replayable).
+    _returns: dict[str, int | None | bool] = field(default_factory=dict)
 
     @property
     def tokens(self) -> int:
@@ -127,9 +134,77 @@ class BlockContext:
         return f"{self.name}.{local}" if local else self.name
 
     def run(self, batch: BlockBatch) -> torch.Tensor:
-        """The block's output for one batch of inputs, ``[B, T, H]``."""
-        with torch.inference_mode():
+        """The block's output for one batch of inputs, ``[B, T, H]`` (batches not in ``batches`` never replay)."""
+        i = next((k for k, b in enumerate(self.batches) if b is batch), None)
+        with torch.inference_mode(), self._replaying(i) if i is not None else nullcontext():
             return _first_tensor(self.block(batch.hidden, *batch.args, **batch.kwargs))
+
+    def keep_inputs(self, linears: list[str]) -> None:
+        """From now on, hold the input of each of ``linears`` (qualified names) as of the latest run, per batch."""
+        for name in linears:
+            self._kept.setdefault(name, [None] * len(self.batches))
+
+    def replay(self, module: str, linear: str) -> None:
+        """From now on, compute ``module`` as ``linear`` applied to ``linear``'s kept input.
+
+        For a module whose last step is that linear (Llama's ``self_attn`` ends
+        in ``o_proj``, its ``mlp`` in ``down_proj``): once everything upstream of
+        the linear is final, its input no longer changes, so later runs of the
+        block skip the rest of the module (attention, the gated MLP) and still
+        give bit-identical outputs. The caller vouches that the kept input is
+        final. A batch whose input was not kept, or a module whose return value
+        carries more than one tensor, runs for real.
+        """
+        if linear not in self._kept:
+            raise ValueError(f"replay of {module} needs keep_inputs([{linear!r}]) before a run")
+        self._replays[module] = linear
+
+    @contextmanager
+    def _replaying(self, i: int) -> Iterator[None]:
+        """Hooks for batch ``i``: keep the asked-for linear inputs, replay modules whose input is kept."""
+        handles: list[Any] = []
+        patched: list[nn.Module] = []
+        try:
+            for name, store in self._kept.items():
+                def keep(_m: nn.Module, args: tuple[Any, ...], store: list[torch.Tensor | None] = store) -> None:
+                    store[i] = args[0]
+                # prepend: before a statistics hook that may end the forward right there
+                handles.append(self.block.get_submodule(self.local(name)).register_forward_pre_hook(keep, prepend=True))
+            for mod_name, linear in self._replays.items():
+                mod = self.block.get_submodule(self.local(mod_name))
+                kept, shape = self._kept[linear][i], self._returns.get(mod_name, False)
+                if kept is not None and shape is not False:
+                    mod.forward = self._replay_forward(linear, kept, shape)  # type: ignore[method-assign]
+                    patched.append(mod)
+                elif mod_name not in self._returns:
+                    handles.append(mod.register_forward_hook(self._record_return(mod_name)))
+            yield
+        finally:
+            for h in handles:
+                h.remove()
+            for mod in patched:
+                del mod.forward  # back to the class's forward
+
+    def _replay_forward(self, linear: str, kept: torch.Tensor, trailing: int | None | bool) -> Callable[..., Any]:
+        lin = self.block.get_submodule(self.local(linear))  # the installed (quantized) module
+
+        def forward(*_args: Any, **_kwargs: Any) -> Any:
+            out = lin(kept)
+            return out if trailing is None else (out, *([None] * int(trailing)))
+
+        return forward
+
+    def _record_return(self, mod_name: str) -> Callable[..., None]:
+        def hook(_m: nn.Module, _args: tuple[Any, ...], out: Any) -> None:
+            if isinstance(out, torch.Tensor):
+                self._returns[mod_name] = None
+            elif (isinstance(out, tuple) and out and isinstance(out[0], torch.Tensor)
+                  and all(x is None for x in out[1:])):
+                self._returns[mod_name] = len(out) - 1
+            else:
+                self._returns[mod_name] = False
+
+        return hook
 
     def forward(self, batches: list[BlockBatch] | None = None) -> list[torch.Tensor]:
         """The block's outputs for ``batches`` (default: every batch). Counts as calibration time."""

@@ -161,9 +161,16 @@ def solve_in_blocks(ctx: QuantContext, pipe: CalibrationPipeline, cfg: GPTQConfi
     record: dict[str, Any] = {"loss": 0.0, "damp_raised": []}
     solve_s = 0.0
 
+    tails = ctx.loaded.arch.tails if sequential else ()
+
     def on_block(bctx: BlockContext) -> None:
         nonlocal solve_s
         for stage in block_stages(bctx, ctx.loaded.arch.stages, sequential):
+            # A stage's tail linear (o_proj, down_proj): once it is quantized, everything
+            # upstream is final, so later stages and the hand-off to the next block
+            # replay its module from the input kept here instead of rerunning it.
+            replays = [(bctx.qualified(m), bctx.qualified(lin)) for m, lin in tails if bctx.qualified(lin) in stage]
+            bctx.keep_inputs([lin for _, lin in replays])
             stats = bctx.collect(stage, hessian=True)
             t0 = time.perf_counter()
             for group in shared_input_groups(stage, stats):
@@ -171,6 +178,8 @@ def solve_in_blocks(ctx: QuantContext, pipe: CalibrationPipeline, cfg: GPTQConfi
                     _solve(ctx, names, stats[names[0]], scheme_of(names[0]), cfg, importance_of(names[0]),
                            record, place)
             solve_s += time.perf_counter() - t0
+            for module, lin in replays:
+                bctx.replay(module, lin)
 
     pipe.run(on_block, "gptq")
     return {**record, "solve_seconds": solve_s}

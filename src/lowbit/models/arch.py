@@ -47,6 +47,10 @@ class ArchSpec:
         skip: qualified-name suffixes left float by default (output heads).
         qk: linears whose outputs meet in the attention product ``QKᵀ``; AWQ
             does not clip them (an error there is squared by the product).
+        tails: ``(module, linear)`` pairs where ``linear`` is the module's last
+            step, so the module's output is ``linear(its input)``; GPTQ's
+            true-sequential stages replay such a module from the linear's kept
+            input instead of recomputing attention or the MLP (bit-identical).
     """
 
     family: str
@@ -57,6 +61,7 @@ class ArchSpec:
     groups: tuple[InputGroup, ...]
     skip: tuple[str, ...]
     qk: tuple[str, ...] = ()
+    tails: tuple[tuple[str, str], ...] = ()
 
     def block_linears(self) -> tuple[str, ...]:
         """All linears of one block, in stage order."""
@@ -82,6 +87,7 @@ LLAMA = ArchSpec(
     ),
     skip=("lm_head",),
     qk=("self_attn.q_proj", "self_attn.k_proj"),
+    tails=(("self_attn", "self_attn.o_proj"), ("mlp", "mlp.down_proj")),
 )
 
 # GPT-2's Conv1D layers are converted to nn.Linear at load time (see loader), so
@@ -98,6 +104,7 @@ GPT2 = ArchSpec(
     ),
     skip=("lm_head",),
     qk=("attn.c_attn",),  # fused q/k/v
+    tails=(("attn", "attn.c_proj"), ("mlp", "mlp.c_proj")),  # each followed only by a dropout (off in eval)
 )
 
 # BERT is post-norm: a LayerNorm's output is also the residual stream, so no
