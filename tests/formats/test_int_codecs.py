@@ -38,12 +38,12 @@ def dequantized(m: LoadedModel) -> dict[str, torch.Tensor]:
 
 
 CASES = [
-    ("gptq", "gptq:w4g64+act", "tiny-llama"),  # act-order: non-monotone g_idx in the file
+    ("gptq", "gptq:w4g64+static=off", "tiny-llama"),  # dynamic act-order: non-monotone g_idx in the file
     ("gptq", "rtn:w3g64asym", "tiny-gpt2"),  # 3-bit words straddle; asym → gptq_v2; biases
     ("gptq", "rtn:w8ch", "tiny-llama"),
     ("awq", "rtn:w4g64", "tiny-llama"),
     ("awq", "rtn:w4g32", "tiny-gpt2"),
-    ("compressed-tensors", "gptq:w4g64+act+static", "tiny-llama"),
+    ("compressed-tensors", "gptq:w4g64", "tiny-llama"),  # the default: act-order, static groups
     ("compressed-tensors", "rtn:w4ch", "tiny-gpt2"),
     ("compressed-tensors", "rtn:w3g32asym", "tiny-llama"),
     # QAT converts to the same representation as any PTQ method, so the serving formats take it.
@@ -67,7 +67,7 @@ def test_folder_round_trip_gives_the_same_logits(tmp_path: Path, fmt: str, varia
 
 def test_gptq_file_matches_the_documented_v1_formula(tmp_path: Path) -> None:
     """Dequantize with the reference formula, written out bit by bit, independent of lowbit's unpacker."""
-    m = quantized("gptq:w4g64+act")
+    m = quantized("gptq:w4g64+static=off")
     out = WRITERS.get("gptq")(m, tmp_path / "g")
     qc = json.loads((out / "config.json").read_text())["quantization_config"]
     assert (qc["checkpoint_format"], qc["sym"], qc["desc_act"], qc["bits"]) == ("gptq", True, True, 4)
@@ -162,8 +162,8 @@ def test_word_packing_round_trips_every_width() -> None:
     ("gptq", "gptq:w4g96", "group size to divide every input width: '.*' has 256 inputs"),
     ("awq", "awq:w3g64", "4-bit codes, not 3-bit"),
     ("awq", "rtn:w4ch", "stores group scales"),
-    ("awq", "gptq:w4g64+act", "cannot store act-order group indices"),
-    ("compressed-tensors", "gptq:w4g64+act", "cannot store act-order group indices"),
+    ("awq", "gptq:w4g64+static=off", "cannot store act-order group indices"),
+    ("compressed-tensors", "gptq:w4g64+static=off", "cannot store act-order group indices"),
     ("gptq", "rtn:w4t", "per-tensor"),
 ])
 def test_formats_refuse_what_they_cannot_store_before_any_work(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,

@@ -83,7 +83,7 @@ def test_static_grids_are_fitted_from_the_original_weights_under_act_order() -> 
 def test_variants_and_refusals() -> None:
     assert resolve_variant("gptq:gguf:Q4_K+act").scheme == GGUFScheme("Q4_K")  # static groups are implied
     with pytest.raises(LowbitError, match=r"\+act without \+static.*gguf:Q4_0"):
-        resolve_variant("gptq:gguf:Q4_0+act")  # legacy groups follow the compensated weights: g_idx needed
+        resolve_variant("gptq:gguf:Q4_0+static=off")  # act-order is on by default; legacy groups follow the compensated weights: g_idx needed
     with pytest.raises(LowbitError, match="column by column; gguf:IQ4_XS does not"):
         resolve_variant("gptq:gguf:IQ4_XS")
     with pytest.raises(LowbitError, match="take one column's grid with column_grid"):

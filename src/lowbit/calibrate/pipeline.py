@@ -119,6 +119,8 @@ class BlockContext:
     #: module → what it returns besides its first tensor: None for a bare tensor, else the
     #: number of trailing ``None`` s; ``False`` when that is anything else (not replayable).
     _returns: dict[str, int | None | bool] = field(default_factory=dict)
+    #: module → its replayed output per batch, computed on first use.
+    _replayed: dict[str, list[torch.Tensor | None]] = field(default_factory=dict)
 
     @property
     def tokens(self) -> int:
@@ -174,7 +176,7 @@ class BlockContext:
                 mod = self.block.get_submodule(self.local(mod_name))
                 kept, shape = self._kept[linear][i], self._returns.get(mod_name, False)
                 if kept is not None and shape is not False:
-                    mod.forward = self._replay_forward(linear, kept, shape)  # type: ignore[method-assign]
+                    mod.forward = self._replay_forward(mod_name, i, linear, kept, shape)  # type: ignore[method-assign]
                     patched.append(mod)
                 elif mod_name not in self._returns:
                     handles.append(mod.register_forward_hook(self._record_return(mod_name)))
@@ -185,11 +187,16 @@ class BlockContext:
             for mod in patched:
                 del mod.forward  # back to the class's forward
 
-    def _replay_forward(self, linear: str, kept: torch.Tensor, trailing: int | None | bool) -> Callable[..., Any]:
+    def _replay_forward(self, module: str, i: int, linear: str, kept: torch.Tensor,
+                        trailing: int | None | bool) -> Callable[..., Any]:
         lin = self.block.get_submodule(self.local(linear))  # the installed (quantized) module
+        outputs = self._replayed.setdefault(module, [None] * len(self.batches))
 
         def forward(*_args: Any, **_kwargs: Any) -> Any:
-            out = lin(kept)
+            # Nothing the output depends on changes any more: compute it once per batch.
+            out = outputs[i]
+            if out is None:
+                out = outputs[i] = lin(kept)
             return out if trailing is None else (out, *([None] * int(trailing)))
 
         return forward
@@ -226,7 +233,8 @@ class BlockContext:
         :class:`InputStats` object, so each Hessian is computed once.
         """
         modules = {n: self.block.get_submodule(self.local(n)) for n in linears}
-        collector = StatsCollector(modules, hessian=hessian, stop_after_all=stop_early)
+        shared = tuple(tuple(self.qualified(n) for n in g.linears) for g in self.pipeline.loaded.arch.groups)
+        collector = StatsCollector(modules, hessian=hessian, stop_after_all=stop_early, shared=shared)
         with self.pipeline.timed(), collector:
             for b in self.batches if batches is None else batches:
                 try:
