@@ -216,3 +216,15 @@ def test_replaying_attention_and_mlp_from_kept_inputs_changes_nothing(model: str
     # 2 blocks × 4 batches: stages o, gate/up, down and the hand-off each ran
     # attention (28 calls); replayed, only the o stage and one batch of the next do (10).
     assert (calls[False], calls[True]) == (28, 10)
+
+
+def test_act_order_is_on_and_static_groups_follow_the_bit_width_by_default() -> None:
+    def opts(text: str) -> tuple[bool, bool]:
+        o = resolve_variant(text).options
+        return o["act"], o["static"]
+
+    assert opts("gptq:w4g64") == (True, True)  # 4-bit: static groups (best here, and no g_idx)
+    assert opts("gptq:w3g64") == (True, False)  # 3-bit: groups follow the compensated weights
+    assert opts("gptq:w3g64+static") == (True, True)
+    assert opts("gptq:w4g64+act=off+static=off") == (False, False)
+    assert opts("gptq:gguf:Q3_K") == (True, True)  # k-quant grids are always fitted up front

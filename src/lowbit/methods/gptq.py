@@ -59,6 +59,11 @@ def shared_input_groups(names: list[str], stats: dict[str, InputStats]) -> list[
     return list(groups.values())
 
 
+def default_static_groups(scheme: Scheme) -> bool:
+    """Static groups unless the grid has fewer than 4 bits (see the option's comment) and can store g_idx."""
+    return scheme.weight_bits >= 4 or scheme.needs_static_groups or not scheme.supports_g_idx
+
+
 class GPTQ(Method):
     """Hessian-guided error feedback (Frantar et al. 2023) on any column-wise scheme."""
 
@@ -66,15 +71,18 @@ class GPTQ(Method):
     summary = "GPTQ: second-order error feedback from calibration activations, block by block"
     needs_calibration = True
     options = {
-        # On by default, as in llm-compressor: on SmolLM2-135M, act-order with static
-        # groups took GPTQ w4g64 from 0.254 to 0.127 KLD and w4ch from 0.408 to 0.258
-        # (bench/results/calib_gptq_actorder.json). Static groups keep the natural
-        # group layout, so no g_idx is stored and every runtime's fast kernel applies.
+        # Act-order is on by default, as in llm-compressor. Static groups default by bit
+        # width: on SmolLM2-135M (bench/results/calib_bundled.json, calib_gptq_orderings.json)
+        # act-order with static groups gave w4g64 KLD 0.126 (dynamic groups 0.142, neither
+        # 0.249), but at w3g64 static groups fixed from the original weights clip what the
+        # error feedback moves: 1.16, against 0.62 with dynamic groups (neither: 0.81).
+        # Static groups keep the natural layout (no g_idx), which every format and fast
+        # kernel takes; dynamic ones store g_idx.
         "act": OptionSpec("act", bool, True,
                           "act-order: quantize columns by descending Hessian diagonal (default on; +act=off)"),
-        "static": OptionSpec("static", bool, True,
-                             "static groups: fit every group's grid up front (default on; +static=off with +act "
-                             "orders groups as processed and stores g_idx)"),
+        "static": OptionSpec("static", bool, None,
+                             "static groups: fit every group's grid up front (default: on at 4 bits and more, off "
+                             "below, where act-order then orders groups as processed and stores g_idx)"),
         "damp": OptionSpec("damp", float, 0.01, "dampening, fraction of the mean Hessian diagonal"),
         "block": OptionSpec("block", int, 128, "columns per lazy-batch block"),
         "nosequential": OptionSpec("nosequential", bool, False,
@@ -90,6 +98,8 @@ class GPTQ(Method):
                 from None
 
     def check_options(self, scheme: Scheme, options: dict[str, Any]) -> None:
+        if options["static"] is None:  # resolved here, so formats and reports see the effective value
+            options["static"] = default_static_groups(scheme)
         self.config(scheme, options)  # bad values and unstorable act-order groups fail at resolution
 
     def config(self, scheme: Scheme, options: dict[str, Any]) -> GPTQConfig:
