@@ -182,6 +182,7 @@ def solve_in_blocks(ctx: QuantContext, pipe: CalibrationPipeline, cfg: GPTQConfi
 
     def on_block(bctx: BlockContext) -> None:
         nonlocal solve_s
+        done: set[str] = set()
         for stage in block_stages(bctx, ctx.loaded.arch.stages, sequential):
             # A stage's tail linear (o_proj, down_proj): once it is quantized, everything
             # upstream is final, so later stages and the hand-off to the next block
@@ -195,8 +196,12 @@ def solve_in_blocks(ctx: QuantContext, pipe: CalibrationPipeline, cfg: GPTQConfi
                     _solve(ctx, names, stats[names[0]], scheme_of(names[0]), cfg, importance_of(names[0]),
                            record, place)
             solve_s += time.perf_counter() - t0
+            done.update(stage)
             for module, lin in replays:
-                bctx.replay(module, lin)
+                # Only when nothing inside the module is left to quantize (a linear the
+                # family table does not stage would come later and change its output).
+                if all(t in done for t in bctx.targets if t.startswith(module + ".")):
+                    bctx.replay(module, lin)
 
     pipe.run(on_block, "gptq")
     return {**record, "solve_seconds": solve_s}
