@@ -14,7 +14,6 @@ issue) took 196 s and 1.39 GB. Writes bench/results/gptq_speed.json (or --name).
 from __future__ import annotations
 
 import argparse
-import resource
 import time
 
 from _common import write_result
@@ -22,12 +21,8 @@ from _common import write_result
 from lowbit.data import prepare_data
 from lowbit.methods import quantize_model, resolve_variant
 from lowbit.models import load_model
+from lowbit.utils.memory import PeakRSS, current_rss_bytes
 from lowbit.utils.tensors import flush_denormal
-
-
-def peak_rss_mb() -> float:
-    """Peak resident set size of this process so far (Linux reports KiB)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def main() -> None:
@@ -38,15 +33,15 @@ def main() -> None:
     args = p.parse_args()
     loaded = load_model("smollm2-135m")
     data = prepare_data(loaded.tokenizer, eval_tokens=512, calib_samples=args.calib_samples)
-    rss_loaded = peak_rss_mb()
-    with flush_denormal():
+    rss_loaded = current_rss_bytes() / 2**20
+    with flush_denormal(), PeakRSS() as rss:
         start = time.perf_counter()
         res = quantize_model(loaded, resolve_variant(args.variant), data.calib)
         total = time.perf_counter() - start
     write_result(args.name, {
         "variant": args.variant, "calib_windows": list(data.calib.windows.shape),
         "seconds_total": total, "calib_seconds": res.calib_seconds, "quant_seconds": res.quant_seconds,
-        "peak_rss_mb": peak_rss_mb(), "rss_after_model_load_mb": rss_loaded,
+        "peak_rss_mb": rss.peak_mb, "rss_after_model_load_mb": rss_loaded,
         "target_seconds": 100, "meets_target": total <= 100,
         "peer": {"name": "llm-compressor 0.14 GPTQ (issue #3, same machine kind)", "seconds": 196, "peak_rss_mb": 1390},
     })

@@ -131,11 +131,6 @@ def gptq_solve(w: torch.Tensor, h: torch.Tensor, scheme: Scheme, cfg: GPTQConfig
     fit of static groups (:meth:`~lowbit.schemes.base.Scheme.fit_static`);
     groups fitted during the solve take none.
     """
-    return _solve(w, h, scheme, cfg, name, importance)
-
-
-def _solve(w: torch.Tensor, h: torch.Tensor, scheme: Scheme, cfg: GPTQConfig, name: str,
-           importance: torch.Tensor | None) -> SolveResult:
     if not bool(torch.isfinite(h).all()):
         raise LowbitError(f"gptq: the calibration inputs of '{name}' contain NaN/Inf; stopping at this layer")
     w = w.detach().clone().float()
