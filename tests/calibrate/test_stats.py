@@ -1,4 +1,4 @@
-"""Input statistics: the banded upper-triangular Hessian equals the full product."""
+"""Input statistics: the banded upper-triangular Hessian equals the full product; Hessian-only stats."""
 
 import pytest
 import torch
@@ -19,3 +19,21 @@ def test_hessian_from_bands_equals_the_full_product(features: int) -> None:
     assert torch.equal(h, h.t())
     torch.testing.assert_close(h.double(), x.t() @ x / 300, rtol=0, atol=1e-5)
     torch.testing.assert_close(st.mean_sq().double(), torch.diag(x.t() @ x) / 300, rtol=0, atol=1e-5)
+
+
+def test_hessian_only_stats_skip_the_moments_and_read_mean_sq_off_the_diagonal() -> None:
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(3, 40, 96, generator=g)
+    full = InputStats(96, torch.device("cpu"), hessian=True)
+    lean = InputStats(96, torch.device("cpu"), hessian=True, moments=False)
+    full.add(x)
+    lean.add(x)
+    assert lean.sum_abs is None and lean.sum_sq is None and lean.max_abs is None
+    assert torch.equal(lean.hessian(), full.hessian())
+    torch.testing.assert_close(lean.mean_sq(), full.mean_sq(), rtol=1e-5, atol=0)
+    with pytest.raises(ValueError, match="moments"):
+        lean.mean_abs()
+    with pytest.raises(ValueError, match="moments"):
+        lean.amax()
+    with pytest.raises(ValueError, match="Hessian, the per-channel moments"):
+        InputStats(96, torch.device("cpu"), hessian=False, moments=False)

@@ -112,6 +112,18 @@ def test_damp_is_raised_when_cholesky_fails() -> None:
         gptq_solve(weights((32, 64)), -torch.eye(64), scheme, GPTQConfig(), "neg")
 
 
+def test_inverse_factor_is_the_upper_cholesky_factor_of_the_damped_inverse() -> None:
+    from lowbit.methods.gptq_solver import inverse_hessian_factor
+
+    x = correlated_inputs(256, 96, seed=8).double()
+    h = x.t() @ x / 256
+    u, damp = inverse_hessian_factor(h.float(), 0.01, "layer")
+    damped = h + torch.eye(96, dtype=torch.float64) * 0.01 * float(torch.diag(h).mean())
+    expected = torch.linalg.cholesky(torch.linalg.inv(damped), upper=True)
+    assert damp == 0.01 and torch.equal(u, u.triu()) and bool((torch.diag(u) > 0).all())
+    torch.testing.assert_close(u.double(), expected, rtol=1e-5, atol=1e-6)
+
+
 def test_nan_in_calibration_inputs_stops_with_the_layer_name() -> None:
     h = torch.eye(64)
     h[3, 3] = float("nan")
@@ -200,22 +212,37 @@ def test_replaying_attention_and_mlp_from_kept_inputs_changes_nothing(model: str
         return real_sdpa(*args, **kwargs)
 
     monkeypatch.setattr(F, "scaled_dot_product_attention", counted)
+    norm_calls = [0]
     ids = torch.randint(0, 250, (16, 32), generator=torch.Generator().manual_seed(0))
-    results, calls = {}, {}
+    results, calls, norms = {}, {}, {}
     for replay in (False, True):
         loaded = load_model(model)
         if not replay:
             loaded.arch = dataclasses.replace(loaded.arch, tails=())
-        attention_calls[0] = 0
+        norm_class = type(loaded.model.get_submodule(f"{loaded.arch.blocks}.0.{loaded.arch.feeders[0][0]}"))
+        real_norm = norm_class.forward
+
+        def counted_norm(self, *args, real_norm=real_norm, **kwargs):  # type: ignore[no-untyped-def]
+            norm_calls[0] += 1
+            return real_norm(self, *args, **kwargs)
+
+        monkeypatch.setattr(norm_class, "forward", counted_norm)
+        attention_calls[0] = norm_calls[0] = 0
         results[replay] = quantize_model(loaded, resolve_variant("gptq:w4g32"), TokenSet("t", ids, 1)).tensors
-        calls[replay] = attention_calls[0]
+        calls[replay], norms[replay] = attention_calls[0], norm_calls[0]
+        monkeypatch.setattr(norm_class, "forward", real_norm)
     for name, q in results[True].items():
         other = results[False][name]
         assert torch.equal(q.codes, other.codes), name
         assert all(torch.equal(v, other.params[k]) for k, v in q.params.items()), name
     # 2 blocks × 4 batches: stages o, gate/up, down and the hand-off each ran
-    # attention (28 calls); replayed, only the o stage and one batch of the next do (10).
-    assert (calls[False], calls[True]) == (28, 10)
+    # attention (28 calls); replayed, only the o stages do (8), plus one batch of
+    # block 0's next stage, which learns what attention returns for every block (9).
+    assert (calls[False], calls[True]) == (28, 9)
+    # Norms whose only reader is replayed (ArchSpec.feeders) are skipped too: 14 per
+    # batch (8 + 6 in the last block, which hands nothing on) become 4 per block and
+    # batch, plus the two runs that learn what attention and the MLP return (34).
+    assert norms == {False: 56, True: 34}
 
 
 def test_act_order_is_on_and_static_groups_follow_the_bit_width_by_default() -> None:

@@ -116,9 +116,6 @@ class BlockContext:
     _kept: dict[str, list[torch.Tensor | None]] = field(default_factory=dict)
     #: module (qualified) → the linear whose kept input replays it (see :meth:`replay`).
     _replays: dict[str, str] = field(default_factory=dict)
-    #: module → what it returns besides its first tensor: None for a bare tensor, else the
-    #: number of trailing ``None`` s; ``False`` when that is anything else (not replayable).
-    _returns: dict[str, int | None | bool] = field(default_factory=dict)
     #: module → its replayed output per batch, computed on first use.
     _replayed: dict[str, list[torch.Tensor | None]] = field(default_factory=dict)
 
@@ -174,12 +171,18 @@ class BlockContext:
                 handles.append(self.block.get_submodule(self.local(name)).register_forward_pre_hook(keep, prepend=True))
             for mod_name, linear in self._replays.items():
                 mod = self.block.get_submodule(self.local(mod_name))
-                kept, shape = self._kept[linear][i], self._returns.get(mod_name, False)
+                key = (self.local(mod_name), type(mod))
+                kept, shape = self._kept[linear][i], self.pipeline.returns.get(key, False)
                 if kept is not None and shape is not False:
                     mod.forward = self._replay_forward(mod_name, i, linear, kept, shape)  # type: ignore[method-assign]
                     patched.append(mod)
-                elif mod_name not in self._returns:
-                    handles.append(mod.register_forward_hook(self._record_return(mod_name)))
+                    for norm, fed in self.pipeline.loaded.arch.feeders:
+                        if fed == key[0]:  # its only reader ignores it now: pass the input through
+                            feeder = self.block.get_submodule(norm)
+                            feeder.forward = _pass_through  # type: ignore[method-assign]
+                            patched.append(feeder)
+                elif key not in self.pipeline.returns:
+                    handles.append(mod.register_forward_hook(self._record_return(key)))
             yield
         finally:
             for h in handles:
@@ -201,15 +204,17 @@ class BlockContext:
 
         return forward
 
-    def _record_return(self, mod_name: str) -> Callable[..., None]:
+    def _record_return(self, key: tuple[str, type]) -> Callable[..., None]:
+        returns = self.pipeline.returns
+
         def hook(_m: nn.Module, _args: tuple[Any, ...], out: Any) -> None:
             if isinstance(out, torch.Tensor):
-                self._returns[mod_name] = None
+                returns[key] = None
             elif (isinstance(out, tuple) and out and isinstance(out[0], torch.Tensor)
                   and all(x is None for x in out[1:])):
-                self._returns[mod_name] = len(out) - 1
+                returns[key] = len(out) - 1
             else:
-                self._returns[mod_name] = False
+                returns[key] = False
 
         return hook
 
@@ -219,7 +224,7 @@ class BlockContext:
             return [self.run(b) for b in (self.batches if batches is None else batches)]
 
     def collect(self, linears: list[str], hessian: bool = True, stop_early: bool = True,
-                batches: list[BlockBatch] | None = None) -> dict[str, InputStats]:
+                batches: list[BlockBatch] | None = None, moments: bool = True) -> dict[str, InputStats]:
         """Run the block over its inputs and accumulate input statistics of ``linears``.
 
         Args:
@@ -228,13 +233,15 @@ class BlockContext:
             stop_early: end each forward once every listed linear has run
                 (true-sequential stages need only the start of the block).
             batches: which batches to run (default: all).
+            moments: also accumulate the per-channel ``Σ|x|``, ``Σx²`` and ``max|x|``.
 
         Linears reading the same input tensor (q/k/v, gate/up) share one
         :class:`InputStats` object, so each Hessian is computed once.
         """
         modules = {n: self.block.get_submodule(self.local(n)) for n in linears}
         shared = tuple(tuple(self.qualified(n) for n in g.linears) for g in self.pipeline.loaded.arch.groups)
-        collector = StatsCollector(modules, hessian=hessian, stop_after_all=stop_early, shared=shared)
+        collector = StatsCollector(modules, hessian=hessian, stop_after_all=stop_early, shared=shared,
+                                   moments=moments)
         with self.pipeline.timed(), collector:
             for b in self.batches if batches is None else batches:
                 try:
@@ -243,6 +250,11 @@ class BlockContext:
                     pass
                 collector.end_batch()
         return collector.stats()
+
+
+def _pass_through(x: torch.Tensor, *_args: Any, **_kwargs: Any) -> torch.Tensor:
+    """Stands in for a norm whose only reader is being replayed (see ``ArchSpec.feeders``)."""
+    return x
 
 
 class CalibrationPipeline:
@@ -270,6 +282,11 @@ class CalibrationPipeline:
         self.seconds = 0.0
         #: Bytes of block inputs held after each block (checked by tests: it must not grow).
         self.held_bytes: list[int] = []
+        #: (module name within a block, its class) → what it returns besides its first tensor:
+        #: None for a bare tensor, else the number of trailing ``None`` s; ``False`` when that is
+        #: anything else (not replayable). Learnt from the first real run and shared by every
+        #: block, so later blocks replay from their first run on.
+        self.returns: dict[tuple[str, type], int | None | bool] = {}
         self._batches: list[BlockBatch] = []
 
     @contextmanager

@@ -76,7 +76,7 @@ def collect_input_absmax(model: nn.Module, names: list[str], calib: TokenSet,
     missing = [n for n in names if n not in stats]
     if missing:
         raise LowbitError(f"calibration never reached {missing[:3]}; is the model's forward using them?")
-    out = {n: stats[n].max_abs.detach().float().cpu().clone() for n in names}
+    out = {n: stats[n].amax().detach().float().cpu().clone() for n in names}
     for name in names:
         bad = ~torch.isfinite(out[name])
         if bool(bad.any()):

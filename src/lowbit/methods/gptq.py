@@ -189,7 +189,7 @@ def solve_in_blocks(ctx: QuantContext, pipe: CalibrationPipeline, cfg: GPTQConfi
             # replay its module from the input kept here instead of rerunning it.
             replays = [(bctx.qualified(m), bctx.qualified(lin)) for m, lin in tails if bctx.qualified(lin) in stage]
             bctx.keep_inputs([lin for _, lin in replays])
-            stats = bctx.collect(stage, hessian=True)
+            stats = bctx.collect(stage, hessian=True, moments=False)  # the solve reads only H
             t0 = time.perf_counter()
             for group in shared_input_groups(stage, stats):
                 for names in solve_sets(group, scheme_of, importance_of):

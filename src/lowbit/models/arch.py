@@ -51,6 +51,9 @@ class ArchSpec:
             step, so the module's output is ``linear(its input)``; GPTQ's
             true-sequential stages replay such a module from the linear's kept
             input instead of recomputing attention or the MLP (bit-identical).
+        feeders: ``(norm, module)`` pairs where ``norm``'s output is read by
+            ``module`` alone (pre-norm blocks); while ``module`` replays, the
+            norm's result is unused and the replay skips computing it.
     """
 
     family: str
@@ -62,6 +65,7 @@ class ArchSpec:
     skip: tuple[str, ...]
     qk: tuple[str, ...] = ()
     tails: tuple[tuple[str, str], ...] = ()
+    feeders: tuple[tuple[str, str], ...] = ()
 
     def block_linears(self) -> tuple[str, ...]:
         """All linears of one block, in stage order."""
@@ -88,6 +92,7 @@ LLAMA = ArchSpec(
     skip=("lm_head",),
     qk=("self_attn.q_proj", "self_attn.k_proj"),
     tails=(("self_attn", "self_attn.o_proj"), ("mlp", "mlp.down_proj")),
+    feeders=(("input_layernorm", "self_attn"), ("post_attention_layernorm", "mlp")),
 )
 
 # GPT-2's Conv1D layers are converted to nn.Linear at load time (see loader), so
@@ -105,6 +110,7 @@ GPT2 = ArchSpec(
     skip=("lm_head",),
     qk=("attn.c_attn",),  # fused q/k/v
     tails=(("attn", "attn.c_proj"), ("mlp", "mlp.c_proj")),  # each followed only by a dropout (off in eval)
+    feeders=(("ln_1", "attn"), ("ln_2", "mlp")),
 )
 
 # BERT is post-norm: a LayerNorm's output is also the residual stream, so no

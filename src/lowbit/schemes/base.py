@@ -160,6 +160,17 @@ class Scheme(ABC):
         """Codes and dequantized values of columns ``w`` on the grid ``params``."""
         raise LowbitError(f"scheme {self.spec()} does not support column-wise methods")
 
+    def quantize_column_(self, w: torch.Tensor, grid: dict[str, torch.Tensor], codes: torch.Tensor) -> torch.Tensor:
+        """One column ``w`` ``[O]`` (float32) on ``grid`` (from :meth:`column_grid`): writes its codes
+        into ``codes`` ``[O]`` and returns its dequantized values ``[O]`` (float32).
+
+        GPTQ's hot loop calls this once per column; a scheme may override it with
+        a leaner equivalent of :meth:`quantize_with` (same values, fewer temporaries).
+        """
+        c, q = self.quantize_with(w.unsqueeze(1), grid)
+        codes.copy_(c[:, 0])
+        return q[:, 0].float()
+
     @property
     def needs_static_groups(self) -> bool:
         """Whether every group's grid must be fitted up front from the original weights

@@ -207,6 +207,13 @@ class IntScheme(Scheme):
         codes = torch.clamp(torch.round(w.float() / scale) + zero, 0, self.qmax)
         return codes.to(torch.uint8), (codes - zero) * scale
 
+    def quantize_column_(self, w: torch.Tensor, grid: dict[str, torch.Tensor], codes: torch.Tensor) -> torch.Tensor:
+        # quantize_with's arithmetic, op for op (so bit-identical), in one buffer.
+        scale, zero = grid["scale"].reshape(-1), grid["zero"].reshape(-1)
+        buf = torch.div(w, scale).round_().add_(zero).clamp_(0, self.qmax)
+        codes.copy_(buf)
+        return buf.sub_(zero).mul_(scale)
+
     def assemble(
         self, shape: tuple[int, ...], codes: torch.Tensor, group_params: list[dict[str, torch.Tensor]]
     ) -> QuantizedTensor:
