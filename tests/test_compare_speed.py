@@ -33,3 +33,14 @@ def test_cli_compare_no_speed_and_bad_target(tmp_path: Path) -> None:
     row = json.loads(out.read_text())["results"][0]
     assert row["prefill_tokens_per_s"] is None and row["target"] is not None
     assert main(["compare", "--model", "tiny-llama", "--target", "gpu-9000"]) == 2
+
+
+def test_variants_of_one_grid_and_runtime_share_one_speed_measurement() -> None:
+    opts = CompareOptions(model="tiny-llama", variants=["rtn:w4g32", "gptq:w4g32", "rtn:w3g32"], eval_tokens=256,
+                          calib_samples=2, window_tokens=128, use_cache=False, speed_decode_steps=2, speed_repeats=1)
+    rtn, gptq, w3 = run_compare(opts)["results"]
+    assert rtn["speed_shared_with"] is None and w3["speed_shared_with"] is None
+    assert gptq["speed_shared_with"] == "rtn:w4g32"
+    assert gptq["speed_candidates"] == rtn["speed_candidates"]
+    assert gptq["prefill_tokens_per_s"] == rtn["prefill_tokens_per_s"] > 0
+    assert w3["prefill_tokens_per_s"] != rtn["prefill_tokens_per_s"]  # measured on its own

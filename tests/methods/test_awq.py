@@ -152,3 +152,18 @@ def test_architecture_without_scaling_groups_is_refused() -> None:
     ids = TokenSet("t", torch.randint(0, 256, (2, 16)), 1)
     with pytest.raises(LowbitError, match="awq has no scaling groups for architecture 'mystery'; supported: llama"):
         quantize_model(loaded, resolve_variant("awq:w4g64"), ids)
+
+
+def test_search_option_sets_the_tokens_each_scale_candidate_is_scored_on() -> None:
+    ids = torch.randint(0, 256, (8, 32), generator=torch.Generator().manual_seed(0))
+    calib = TokenSet("t", ids, 1)
+
+    def scored(variant: str) -> int:
+        return quantize_model(load_model("tiny-llama"), resolve_variant(variant), calib).stats["awq"]["search_tokens"]
+
+    # Whole pipeline batches of two 32-token windows, until the count is reached.
+    assert scored("awq:w4g32") == 256  # the default 1024 is more than the 8 windows hold
+    assert scored("awq:w4g32+search=64") == 64
+    assert scored("awq:w4g32+search=65") == 128
+    with pytest.raises(LowbitError, match=r"\+search"):
+        resolve_variant("awq:w4g32+search=0")

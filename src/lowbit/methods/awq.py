@@ -3,7 +3,7 @@
 Per block (on the shared calibration pipeline):
 
 1. ``E|x|`` of every target linear's input over all calibration tokens;
-2. on a subset of the windows (:data:`SEARCH_TOKENS`), the inputs and float
+2. on the first ``+search`` tokens (:data:`SEARCH_TOKENS`), the inputs and float
    outputs of each group's inspected module (``ArchSpec.groups``: the
    attention for q/k/v, the MLP for gate/up, the consumer itself for
    v→o and up→down);
@@ -30,21 +30,26 @@ from lowbit.errors import LowbitError
 from lowbit.methods.awq_search import apply_clip, can_fold, fold_scales, sample_tokens, search_clip, search_scale
 from lowbit.methods.base import Method, QuantContext
 from lowbit.models.arch import ARCHS, InputGroup
+from lowbit.schemes.base import Scheme
 from lowbit.variant import OptionSpec
 
-#: Calibration tokens (whole windows) on which scale candidates are scored.
-#: AutoAWQ scores on all 64k; 4k keeps a 30-block model's search within minutes on 2 cores.
-SEARCH_TOKENS = 4096
+#: Default calibration tokens (whole batches of windows) on which each scale candidate is
+#: scored (``+search=N``). AutoAWQ scores on all of them; on 2 cores every 1024 tokens cost
+#: ~30 s per pass over a 30-block model, and on the bundled model 1024 and 4096 gave the same
+#: KLD (0.190 [0.176, 0.205] vs 0.188 [0.174, 0.202], w4g64, 8k eval tokens).
+SEARCH_TOKENS = 1024
+#: Windows per pipeline batch: two 512-token windows, so ``+search`` counts in 1024s.
+SEARCH_BATCH = 2
 
 
 def _first_tensor(out: Any) -> torch.Tensor:
     return out if isinstance(out, torch.Tensor) else out[0]
 
 
-def _search_batches(batches: list[BlockBatch]) -> list[BlockBatch]:
+def _search_batches(batches: list[BlockBatch], search_tokens: int) -> list[BlockBatch]:
     out, tokens = [], 0
     for b in batches:
-        if tokens >= SEARCH_TOKENS:
+        if tokens >= search_tokens:
             break
         out.append(b)
         tokens += b.hidden.shape[0] * b.hidden.shape[1]
@@ -81,7 +86,13 @@ class AWQ(Method):
     options = {
         "noclip": OptionSpec("noclip", bool, False, "skip the clipping search"),
         "duo": OptionSpec("duo", bool, False, "AutoAWQ duo scaling: s = E|x|^α / s_W^(1-α)"),
+        "search": OptionSpec("search", int, SEARCH_TOKENS,
+                             "calibration tokens each scale candidate is scored on (whole windows)"),
     }
+
+    def check_options(self, scheme: Scheme, options: dict[str, Any]) -> None:
+        if int(options["search"]) < 1:
+            raise LowbitError(f"awq option +search must be a positive number of tokens, got {options['search']}")
 
     def quantize(self, ctx: QuantContext) -> None:
         calib = ctx.require_calib(self.name)
@@ -89,7 +100,7 @@ class AWQ(Method):
         if not any(g.prev for g in arch.groups):
             raise LowbitError(f"awq has no scaling groups for architecture '{arch.family}'; "
                               f"supported: {', '.join(supported_families())}")
-        record: dict[str, Any] = {"alpha": {}, "unscaled_groups": {}, "rtn": []}
+        record: dict[str, Any] = {"alpha": {}, "unscaled_groups": {}, "rtn": [], "search_tokens": 0}
         search_s = 0.0
 
         def on_block(bctx: BlockContext) -> None:
@@ -97,13 +108,13 @@ class AWQ(Method):
             if bctx.targets:
                 search_s += self._block(ctx, bctx, arch.groups, set(arch.qk), record)
 
-        pipe = CalibrationPipeline(ctx.loaded, calib, ctx.targets, ctx.device)
+        pipe = CalibrationPipeline(ctx.loaded, calib, ctx.targets, ctx.device, batch_size=SEARCH_BATCH)
         for name in pipe.outside_blocks():
             record["rtn"].append(name)
             ctx.install(name, ctx.scheme.quantize(ctx.targets[name].weight.detach()))
         pipe.run(on_block, "awq")
         ctx.stats["calib_seconds"] = pipe.seconds
-        ctx.stats["awq"] = {**record, "search_seconds": search_s, "search_tokens": SEARCH_TOKENS}
+        ctx.stats["awq"] = {**record, "search_seconds": search_s}
 
     def _groups(self, bctx: BlockContext, groups: tuple[InputGroup, ...],
                 record: dict[str, Any]) -> list[tuple[InputGroup, nn.Module, list[nn.Linear]]]:
@@ -127,7 +138,8 @@ class AWQ(Method):
         scheme = ctx.scheme
         stats = bctx.collect(list(bctx.targets), hessian=False, stop_early=False)
         usable = self._groups(bctx, groups, record)
-        search = _search_batches(bctx.batches)
+        search = _search_batches(bctx.batches, int(ctx.options["search"]))
+        record["search_tokens"] = sum(b.hidden.shape[0] * b.hidden.shape[1] for b in search)
         watched = sorted({g.inspect for g, _, _ in usable} | {bctx.local(n) for n in bctx.targets})
         io = capture_io(bctx, watched, search)
         t0 = time.perf_counter()

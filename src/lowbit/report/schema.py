@@ -49,6 +49,8 @@ ROW_KEYS = (
     # speed (lowbit.runtime.speed): fastest runtime here, ratio to the float model, the flag
     "prefill_tokens_per_s", "decode_tokens_per_s", "speed_runtime", "prefill_speedup", "decode_speedup",
     "slower_than_float", "speed_candidates",
+    # the variant whose speed measurement this row reuses (same scheme and runtime), or None
+    "speed_shared_with",
     # deployment target (lowbit.hardware): support-matrix verdict for the variant's scheme
     "target", "target_scheme", "target_support", "target_runtimes", "no_accelerated_path",
     # LLM.int8(): share of input columns kept in float (outliers)

@@ -41,6 +41,8 @@ def _speeds(row: dict[str, Any], legend: dict[str, int]) -> str:
     if row.get("prefill_tokens_per_s") is None and row.get("decode_tokens_per_s") is None:
         return "–"
     rt = f" \\[{legend[row['speed_runtime']]}]" if row.get("speed_runtime") in legend else ""
+    if row.get("speed_shared_with"):  # same grid and kernel: measured once, on that row
+        rt += f" = {row['speed_shared_with']}"
     return (f"{_speed(row.get('prefill_tokens_per_s'), row.get('prefill_speedup'))} | "
             f"{_speed(row.get('decode_tokens_per_s'), row.get('decode_speedup'))}{rt}")
 
