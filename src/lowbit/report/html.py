@@ -16,6 +16,7 @@ from typing import Any
 from lowbit.errors import LowbitError
 from lowbit.report.advice import advice_sections
 from lowbit.report.plots import write_plots
+from lowbit.report.table import cost_cell
 from lowbit.utils.atomic import write_text_atomic
 
 _CSS = """
@@ -50,7 +51,7 @@ def _ci(r: dict[str, Any], key: str, ci: str, fmt: str) -> str:
 def results_table(report: dict[str, Any], chosen: str | None) -> str:
     """The results as an HTML table with id ``results``."""
     cols = ("variant", "bpw", "size MB", "ppl [95% CI]", "Δppl [95% CI]", "KLD mean [95% CI]", "KLD MDE",
-            "KLD p99", "top-1 %", "tok/s", "quant s", "verdict", "note")
+            "KLD p99", "top-1 %", "tok/s", "calib+quant s (peak MB)", "verdict", "note")
     out = ['<table id="results"><thead><tr>' + "".join(f"<th>{c}</th>" for c in cols) + "</tr></thead><tbody>"]
     ref, model = report.get("reference") or {}, report.get("model") or {}
     if ref:
@@ -71,7 +72,7 @@ def results_table(report: dict[str, Any], chosen: str | None) -> str:
             f"<td>{_ci(r, 'delta_ppl', 'delta_ppl_ci', '+.3f')}</td><td>{_ci(r, 'kld_mean', 'kld_ci', '.4f')}</td>"
             f"<td>{_f(r.get('kld_mde'), '.2g')}</td><td>{_f(r.get('kld_p99'), '.4f')}</td>"
             f"<td>{'–' if top1 is None else f'{100 * top1:.1f}'}</td><td>{_f(r.get('tokens_per_s'), '.0f')}</td>"
-            f"<td>{_f(r.get('quant_seconds'), '.1f')}</td><td>{_e(r.get('verdict') or '')}</td>"
+            f"<td>{_e(cost_cell(r))}</td><td>{_e(r.get('verdict') or '')}</td>"
             f"<td>{_e(r.get('note') or '')}</td></tr>")
     out.append("</tbody></table>")
     return "\n".join(out)

@@ -47,6 +47,15 @@ def _speeds(row: dict[str, Any], legend: dict[str, int]) -> str:
             f"{_speed(row.get('decode_tokens_per_s'), row.get('decode_speedup'))}{rt}")
 
 
+def cost_cell(row: dict[str, Any], rss: bool = True) -> str:
+    """Calibration cost: ``calib + quant`` seconds (quant alone when nothing calibrated), and peak RSS."""
+    quant, calib, peak = row.get("quant_seconds"), row.get("calib_seconds"), row.get("peak_rss_mb")
+    if quant is None:
+        return "–"
+    text = f"{calib:.1f}+{quant:.1f}" if calib else f"{quant:.1f}"
+    return text + (f" ({peak:.0f})" if rss and peak is not None else "")
+
+
 def flags(row: dict[str, Any], target: str | None) -> list[str]:
     """Speed/deployment warnings of a row, as the table shows them."""
     out = []
@@ -65,7 +74,7 @@ def results_table(report: dict[str, Any]) -> Table:
     for col, justify in (("variant", "left"), ("bpw", "right"), ("size MB", "right"), ("ppl [95% CI]", "right"),
                          ("Δppl [95% CI]", "right"), ("KLD mean [95% CI]", "right"), ("KLD p99", "right"),
                          ("top-1 %", "right"), ("tok/s", "right"), ("prefill | decode tok/s (×fp32) [rt]", "right"),
-                         ("quant s", "right"), ("note", "left")):
+                         ("calib+quant s", "right"), ("note", "left")):
         table.add_column(col, justify=justify)  # type: ignore[arg-type]
     ref = report.get("reference")
     legend = runtime_legend(report)
@@ -82,7 +91,7 @@ def results_table(report: dict[str, Any]) -> Table:
             r["variant"], _num(r["bits_per_weight"], ".3f"), _num((r["size_bytes"] or 0) / 1e6, ".1f"),
             _ci(r, "ppl", ".3f"), _ci(r, "delta_ppl", "+.3f"), _ci(r, "kld_mean", ".4f", "kld_ci"),
             _num(r.get("kld_p99"), ".4f"), "–" if top1 is None else f"{100 * top1:.1f}",
-            _num(r.get("tokens_per_s"), ".0f"), _speeds(r, legend), _num(r.get("quant_seconds"), ".1f"), "; ".join([*flags(r, target), *([r["note"]] if r.get("note") else [])]),
+            _num(r.get("tokens_per_s"), ".0f"), _speeds(r, legend), cost_cell(r, rss=False), "; ".join([*flags(r, target), *([r["note"]] if r.get("note") else [])]),
         )
     return table
 
