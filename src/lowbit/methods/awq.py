@@ -35,8 +35,9 @@ from lowbit.variant import OptionSpec
 
 #: Default calibration tokens (whole batches of windows) on which each scale candidate is
 #: scored (``+search=N``). AutoAWQ scores on all of them; on 2 cores every 1024 tokens cost
-#: ~30 s per pass over a 30-block model, and on the bundled model 1024 and 4096 gave the same
-#: KLD (0.190 [0.176, 0.205] vs 0.188 [0.174, 0.202], w4g64, 8k eval tokens).
+#: ~30 s per pass over a 30-block model, and on the bundled model 4096 gave the same KLD as 1024
+#: (w4g64 0.187 [0.178, 0.197] vs 0.190 [0.176, 0.205]; w3g64 1.03 vs 0.99; 8k eval tokens,
+#: bench/results/awq_search_4096.json and compare_default.json) for 150 s instead of 55 s.
 SEARCH_TOKENS = 1024
 #: Windows per pipeline batch: two 512-token windows, so ``+search`` counts in 1024s.
 SEARCH_BATCH = 2
