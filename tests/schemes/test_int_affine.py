@@ -110,3 +110,18 @@ def test_spec_is_canonical() -> None:
     assert IntScheme.parse("W4G64SYM") == IntScheme(4, True, 64, "group")
     assert parse_scheme("int:w4g128asym").spec() == "int:w4g128asym"
     assert math.isclose(parse_scheme("w8t").bits_per_weight((2, 2)), 8 + 16 / 4)
+
+
+@pytest.mark.parametrize("spec", ["w4g64", "w3g64asym", "w4ch", "w8t", "w2g32asym"])
+def test_in_place_column_quantizer_equals_quantize_with(spec: str) -> None:
+    # GPTQ's hot loop uses quantize_column_; it must give quantize_with's codes and values exactly.
+    scheme = parse_scheme(spec)
+    w = torch.randn(48, 128, generator=torch.Generator().manual_seed(3)) * 0.05
+    params = scheme.fit(w[:, :64] if scheme.granularity == "group" else w)
+    grid = scheme.column_grid(params, 0)
+    for j in (0, 5, 63):
+        col = w[:, j] * 1.3  # off the fitted range too: clamping included
+        codes = torch.empty(48, dtype=torch.uint8)
+        q = scheme.quantize_column_(col.clone(), grid, codes)
+        c_ref, q_ref = scheme.quantize_with(col.unsqueeze(1), grid)
+        assert torch.equal(codes, c_ref[:, 0]) and torch.equal(q, q_ref[:, 0])
