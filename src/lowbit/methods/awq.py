@@ -47,14 +47,15 @@ def _first_tensor(out: Any) -> torch.Tensor:
     return out if isinstance(out, torch.Tensor) else out[0]
 
 
-def _search_batches(batches: list[BlockBatch], search_tokens: int) -> list[BlockBatch]:
+def _search_batches(batches: list[BlockBatch], search_tokens: int) -> tuple[list[BlockBatch], int]:
+    """The first whole batches holding at least ``search_tokens`` tokens (or all), and their token count."""
     out, tokens = [], 0
     for b in batches:
         if tokens >= search_tokens:
             break
         out.append(b)
         tokens += b.hidden.shape[0] * b.hidden.shape[1]
-    return out
+    return out, tokens
 
 
 def capture_io(bctx: BlockContext, modules: list[str], batches: list[BlockBatch]) -> dict[str, list[tuple]]:
@@ -139,8 +140,7 @@ class AWQ(Method):
         scheme = ctx.scheme
         stats = bctx.collect(list(bctx.targets), hessian=False, stop_early=False)
         usable = self._groups(bctx, groups, record)
-        search = _search_batches(bctx.batches, int(ctx.options["search"]))
-        record["search_tokens"] = sum(b.hidden.shape[0] * b.hidden.shape[1] for b in search)
+        search, record["search_tokens"] = _search_batches(bctx.batches, int(ctx.options["search"]))
         watched = sorted({g.inspect for g, _, _ in usable} | {bctx.local(n) for n in bctx.targets})
         io = capture_io(bctx, watched, search)
         t0 = time.perf_counter()
